@@ -1,0 +1,5 @@
+"""``python -m kmdb_async`` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,286 @@
+"""The import: readers -> resolver -> bounded queue -> writers, and the cursor watermark.
+
+    revisions ──► readers (files_in_flight) ──► decoded queue ──► resolver (one)
+                  stream, decode, batch                           filters, aliases, ids
+                                                  resolved queue ◄─┘
+                                                        │
+                                   writers (writers) ◄──┘  rows, then links; cursor
+
+Exactly once: row ids come from the export (revision, byte offset) and every write is an
+upsert, so a batch written twice leaves the same rows. The cursor moves past a batch only
+once it and every batch before it in its revision have committed. A batch that re-points
+rows (it links identities) writes its links only after every earlier-resolved batch has
+committed, so the re-pointing covers all rows resolved with the old canonical users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from .batching import Batch, Batcher
+from .errors import TerminalError
+from .identity import AliasGraph
+from .records import LineDecoder
+from .report import Reporter, Summary
+from .resolver import MAX_REVISION, ResolvedBatch, Resolver
+from .settings import Settings
+from .sources import Revision, Source, open_source
+from .state import Cursor, open_cursor
+from .store.mysql import MySQLStore
+
+
+class Interrupted(Exception):
+    """The run was stopped by SIGINT/SIGTERM after saving progress."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; progress saved")
+        self.signum = signum
+
+
+class Watermark:
+    """Per revision, the end of the longest prefix of committed batches (bytes)."""
+
+    def __init__(self) -> None:
+        self._offset: dict[int, int] = {}
+        self._pending: dict[int, dict[int, int]] = {}  # revision -> batch start -> end
+
+    def begin(self, revision: int, start: int) -> None:
+        self._offset[revision] = start
+        self._pending[revision] = {}
+
+    def commit(self, revision: int, start: int, end: int) -> bool:
+        """Mark ``[start, end)`` committed; True when the watermark moved."""
+        pending = self._pending[revision]
+        pending[start] = end
+        offset = moved = self._offset[revision]
+        while offset in pending:
+            offset = pending.pop(offset)
+        self._offset[revision] = offset
+        return offset != moved
+
+    def offset(self, revision: int) -> int:
+        return self._offset[revision]
+
+
+class Sequence:
+    """Which resolved batches (numbered 1, 2, ...) have fully committed."""
+
+    def __init__(self) -> None:
+        self._low = 0  # every batch numbered <= _low is done
+        self._done: set[int] = set()
+        self._changed = asyncio.Condition()
+
+    async def done(self, seq: int) -> None:
+        async with self._changed:
+            self._done.add(seq)
+            while self._low + 1 in self._done:
+                self._low += 1
+                self._done.remove(self._low)
+            self._changed.notify_all()
+
+    async def wait_before(self, seq: int) -> None:
+        """Return once every batch numbered below ``seq`` is done."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._low >= seq - 1)
+
+
+class Import:
+    """One import run over ``revisions``; ``run`` returns the summary."""
+
+    def __init__(self, settings: Settings, store: MySQLStore, source: Source, cursor: Cursor,
+                 resolver: Resolver, summary: Summary) -> None:
+        self.settings = settings
+        self.store, self.source, self.cursor, self.resolver = store, source, cursor, resolver
+        self.summary = summary
+        depth = max(1, settings.queue_depth)
+        self.decoded: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=depth)
+        self.resolved: asyncio.Queue[ResolvedBatch | None] = asyncio.Queue(maxsize=depth)
+        self.watermark = Watermark()
+        self.sequence = Sequence()
+        self._cursor_lock = asyncio.Lock()
+        self._rejects: IO[bytes] | None = None
+        self.signum: int | None = None
+        self._readers: asyncio.Task[None] | None = None
+
+    def stop(self, signum: int) -> None:
+        """Stop reading; batches already read are written and their progress saved."""
+        self.signum = signum
+        if self._readers is not None:
+            self._readers.cancel()
+
+    async def run(self, revisions: list[Revision], positions: dict[int, int]) -> None:
+        settings = self.settings
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._readers = tg.create_task(self._read_all(revisions, positions))
+                tg.create_task(self._resolve())
+                for _ in range(max(1, settings.writers)):
+                    tg.create_task(self._write())
+        finally:
+            if self._rejects is not None:
+                self._rejects.close()
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _read_all(self, revisions: list[Revision], positions: dict[int, int]) -> None:
+        pending: Iterator[Revision] = iter(revisions)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(max(1, self.settings.files_in_flight)):
+                    tg.create_task(self._reader(pending, positions))
+        finally:
+            await self.decoded.put(None)
+
+    async def _reader(self, pending: Iterator[Revision], positions: dict[int, int]) -> None:
+        for revision in pending:  # the readers share one iterator: each revision read once
+            await self._read(revision, positions.get(revision.number, 0))
+
+    async def _read(self, revision: Revision, start: int) -> None:
+        size = self.settings.batch_size
+        decoder, batcher = LineDecoder(start), Batcher(revision.number, start, size)
+        self.watermark.begin(revision.number, start)
+        end = start
+        async for chunk in self.source.stream(revision, start):
+            end += len(chunk)
+            for batch in batcher.feed(decoder.feed(chunk)):
+                await self._emit(batch)
+        for batch in batcher.feed(decoder.flush()):
+            await self._emit(batch)
+        await self._emit(batcher.flush(end))
+
+    async def _emit(self, batch: Batch) -> None:
+        if batch.rejects and self.settings.strict:
+            first = batch.rejects[0]
+            raise TerminalError(
+                f"--strict: revision {batch.revision} byte {first.offset}: {first.reason}"
+            )
+        await self.decoded.put(batch)
+        self.summary.peak_queue = max(self.summary.peak_queue, self.decoded.qsize())
+
+    # -- resolving and writing --------------------------------------------------------------
+
+    async def _resolve(self) -> None:
+        while (batch := await self.decoded.get()) is not None:
+            resolved = await self.resolver.resolve(batch)
+            await self.resolved.put(resolved)
+            self.summary.peak_queue = max(self.summary.peak_queue, self.resolved.qsize())
+        for _ in range(max(1, self.settings.writers)):
+            await self.resolved.put(None)
+
+    async def _write(self) -> None:
+        while (rb := await self.resolved.get()) is not None:
+            await self.store.write_rows(rb)
+            if rb.links:
+                await self.sequence.wait_before(rb.seq)
+            await self.store.write_links(rb)
+            await self.sequence.done(rb.seq)
+            await self._committed(rb)
+
+    async def _committed(self, rb: ResolvedBatch) -> None:
+        batch, summary = rb.batch, self.summary
+        self._write_rejects(batch)
+        summary.lines += len(batch.records) + len(batch.rejects)
+        summary.events += len(rb.events)
+        summary.properties += len(rb.properties)
+        summary.aliases += rb.alias_records
+        summary.rejects += len(batch.rejects)
+        summary.truncated += rb.truncated
+        summary.skipped += rb.skipped
+        summary.bytes += batch.end - batch.start
+        if self.watermark.commit(batch.revision, batch.start, batch.end):
+            async with self._cursor_lock:  # saves in order: the stored cursor never moves back
+                await self.cursor.save(batch.revision, self.watermark.offset(batch.revision))
+        if batch.last:
+            summary.revisions += 1
+
+    def _write_rejects(self, batch: Batch) -> None:
+        if not batch.rejects:
+            return
+        if self._rejects is None:
+            path = self.settings.rejects or Path("kmdb-rejects.jsonl")
+            self._rejects = path.open("ab")
+        for reject in batch.rejects:
+            self._rejects.write(msgspec.json.encode({
+                "revision": batch.revision, "offset": reject.offset,
+                "reason": reject.reason, "raw": reject.raw,
+            }) + b"\n")
+        self._rejects.flush()
+
+
+async def run_import(settings: Settings) -> Summary:
+    """Import everything new from the source into the database; returns the summary."""
+    summary = Summary()
+    t0 = time.monotonic()
+    store = MySQLStore(settings.database(), settings)
+    location = settings.source_location()
+    await store.open()
+    try:
+        await store.acquire_import_lock()
+        await store.ensure_schema()
+        graph = AliasGraph()
+        graph.link_all(await store.load_aliases())
+        resolver = Resolver(store, graph, await store.load_filters())
+        cursor = open_cursor(settings, store)
+        source = open_source(
+            location,
+            endpoint_url=settings.s3_endpoint_url,
+            access_key=settings.aws_access_key_id,
+            secret_key=settings.aws_secret_access_key,
+            min_revision=settings.min_revision,
+            lookahead=settings.revision_lookahead,
+            region=settings.aws_region,
+        )
+        try:
+            positions = await cursor.load()
+            revisions = [
+                r for r in await source.revisions()
+                if r.number >= settings.min_revision and positions.get(r.number, 0) < r.size
+            ]
+            if revisions and revisions[-1].number > MAX_REVISION:
+                raise TerminalError(f"revision {revisions[-1].number} is beyond {MAX_REVISION}")
+            total = sum(r.size - positions.get(r.number, 0) for r in revisions)
+            run = Import(settings, store, source, cursor, resolver, summary)
+            reporter = Reporter(summary, total, len(revisions), settings.progress_interval)
+            await _with_signals(run, reporter, revisions, positions)
+        finally:
+            summary.elapsed = time.monotonic() - t0
+            with suppress(Exception):
+                await source.aclose()
+            with suppress(Exception):
+                await cursor.close()
+        await store.record_run(_utc(summary.started), _utc(time.time()), "ok", summary.as_dict())
+    finally:
+        await store.close()
+    return summary
+
+
+async def _with_signals(run: Import, reporter: Reporter, revisions: list[Revision],
+                        positions: dict[int, int]) -> None:
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, run.stop, signum)
+    progress = asyncio.create_task(reporter.run())  # cancelled below, whatever happens
+    try:
+        await run.run(revisions, positions)
+    finally:
+        progress.cancel()
+        with suppress(asyncio.CancelledError):
+            await progress
+        reporter.close()
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))

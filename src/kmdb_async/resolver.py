@@ -1,0 +1,179 @@
+"""Resolve a batch: filters, alias links, canonical users, interned keys -> rows to write.
+
+One Resolver owns the alias graph for the whole run and resolves batches one at a time, so
+every batch sees the links of all batches resolved before it. Rows get ids derived from their
+place in the export (revision and byte offset), which makes every write idempotent.
+
+Re-pointing: a batch whose alias records link non-numeric identities carries, for every group
+it touched, the group's canonical user and every user id of the group. The writer applies it
+after all earlier-resolved batches have committed (see pipeline), moving rows of the group's
+members that point elsewhere onto the canonical user; rows resolved later already use it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .batching import Batch
+from .identity import AliasGraph, AliasGroup, alias_pair, is_numeric
+from .records import Record
+
+REVISION_SHIFT = 40  # row id = revision << 40 | byte offset: 1 TiB per revision
+MAX_REVISION = (1 << 23) - 1  # keeps row ids inside a signed 64-bit integer
+
+
+def row_id(revision: int, offset: int) -> int:
+    """Id of the row of the line at ``offset``; a line's properties use ``offset + index``.
+
+    Each property takes at least 5 bytes of its line, so ``offset + index`` stays inside the
+    line's own byte range and never meets another line's ids.
+    """
+    return (revision << REVISION_SHIFT) | offset
+
+
+def sql_datetime(t: int) -> str:
+    """Unix seconds as a UTC DATETIME literal."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The filter tables, read at the start of a run (SPEC section 4)."""
+
+    ignored_users: frozenset[str] = frozenset()
+    whitelisted_events: frozenset[str] = frozenset()
+    blacklisted_properties: frozenset[str] = frozenset()
+
+    def keeps(self, record: Record) -> bool:
+        """False when the record is skipped whole (ignored identity, event not whitelisted)."""
+        if record.p in self.ignored_users or (record.p2 is not None and record.p2 in self.ignored_users):
+            return False
+        if record.p2 is None and record.n is not None and self.whitelisted_events:
+            return record.n in self.whitelisted_events
+        return True
+
+
+@dataclass(slots=True)
+class Repoint:
+    """Move rows of ``members`` that point at any of ``user_ids`` onto ``canonical_id``."""
+
+    canonical_id: int
+    user_ids: list[int]  # every user row of the group (members and attached numerics)
+    member_ids: list[int]  # users rows of the non-numeric members (origins that follow the group)
+
+
+@dataclass(slots=True)
+class ResolvedBatch:
+    """Everything one batch writes; rows are tuples in the column order of the store."""
+
+    batch: Batch
+    seq: int = 0
+    events: list[tuple[int, str, int, int, int]] = field(default_factory=list)
+    properties: list[tuple[int, str, int, int, int | None, int, str | None]] = field(default_factory=list)
+    aliases: list[tuple[str, str, str]] = field(default_factory=list)  # name1, name2, t
+    repoints: list[Repoint] = field(default_factory=list)
+    alias_records: int = 0  # alias records imported
+    skipped: int = 0  # records dropped by filters
+    truncated: int = 0  # values cut to 65,535 characters
+
+    @property
+    def links(self) -> bool:
+        """True when the batch re-points rows and so must follow every earlier batch."""
+        return bool(self.repoints)
+
+
+class IdStore(Protocol):
+    """What the resolver needs from the database: ids of users and keys, created when new."""
+
+    async def user_ids(self, names: Collection[str]) -> dict[str, int]: ...
+    async def key_ids(self, strings: Collection[str]) -> dict[str, int]: ...
+
+
+class Resolver:
+    """Turns batches into rows, in the order they are handed in."""
+
+    def __init__(self, store: IdStore, graph: AliasGraph, filters: Filters) -> None:
+        self._store = store
+        self._graph = graph
+        self.filters = filters
+        self._seq = 0
+
+    async def resolve(self, batch: Batch) -> ResolvedBatch:
+        out = ResolvedBatch(batch)
+        self._seq += 1
+        out.seq = self._seq
+        filters, graph = self.filters, self._graph
+        kept = [r for r in batch.records if filters.keeps(r)]
+        out.skipped = len(batch.records) - len(kept)
+        out.alias_records = sum(1 for r in kept if r.p2 is not None)
+
+        earliest: dict[tuple[str, str], int] = {}
+        touched: list[str] = []
+        for r in kept:
+            if r.p2 is not None:
+                pair = alias_pair(r.p, r.p2)
+                earliest[pair] = min(r.t, earliest.get(pair, r.t))
+                if graph.link(r.p, r.p2) is not None:
+                    touched.append(r.p if not is_numeric(r.p) else r.p2)
+        groups = {id(g): g for g in map(graph.group, touched) if g is not None}.values()
+
+        names: set[str] = set()
+        for r in kept:
+            names.add(r.p)
+            names.add(graph.canonical(r.p))
+            if r.p2 is not None:
+                names.add(r.p2)
+        for g in groups:
+            names.update(g.names())
+        users = await self._store.user_ids(names)
+        keys = await self._store.key_ids(self._strings(kept))
+
+        out.aliases = [(a, b, sql_datetime(t)) for (a, b), t in earliest.items()]
+        out.repoints = [self._repoint(g, users) for g in groups]
+        self._rows(batch.revision, kept, users, keys, out)
+        return out
+
+    def _strings(self, records: list[Record]) -> set[str]:
+        blacklist = self.filters.blacklisted_properties
+        strings: set[str] = set()
+        for r in records:
+            if r.n is not None and r.p2 is None:
+                strings.add(r.n)
+            strings.update(k for k, _ in r.props if k not in blacklist)
+        return strings
+
+    def _repoint(self, group: AliasGroup, users: dict[str, int]) -> Repoint:
+        return Repoint(
+            canonical_id=users[group.canonical],
+            user_ids=sorted(users[name] for name in group.names()),
+            member_ids=sorted(users[name] for name in group.members),
+        )
+
+    def _rows(
+        self,
+        revision: int,
+        records: list[Record],
+        users: dict[str, int],
+        keys: dict[str, int],
+        out: ResolvedBatch,
+    ) -> None:
+        blacklist, canonical = self.filters.blacklisted_properties, self._graph.canonical
+        events, properties = out.events, out.properties
+        stamps: dict[int, str] = {}
+        for r in records:
+            if r.p2 is not None:
+                continue
+            t = stamps.get(r.t) or stamps.setdefault(r.t, sql_datetime(r.t))
+            origin, user = users[r.p], users[canonical(r.p)]
+            base = row_id(revision, r.offset)
+            event_id = None
+            if r.n is not None:
+                event_id = base
+                events.append((base, t, keys[r.n], user, origin))
+            for index, (key, value) in enumerate(r.props):
+                if key not in blacklist:
+                    properties.append((base + index, t, user, origin, event_id, keys[key], value))
+            out.truncated += r.truncated

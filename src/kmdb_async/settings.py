@@ -1,0 +1,171 @@
+"""One frozen settings object: environment, ``.env`` and CLI options. Every limit lives here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .errors import TerminalError
+
+DEFAULT_PORTS = {"mysql": 3306, "redis": 6379}
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    """A parsed ``mysql://user:pass@host:port/db`` (km-db's ``mysql2://`` accepted)."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    database: str
+
+    @classmethod
+    def parse(cls, url: str) -> DatabaseURL:
+        parts = _split(url, ("mysql", "mysql2", "mariadb", "mysql+aiomysql"), "DATABASE_URL")
+        database = parts.path.lstrip("/")
+        if not database or "/" in database:
+            raise TerminalError(f"DATABASE_URL {redact(url)} must name a database: mysql://user:pass@host/db")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=_port(parts, "mysql", "DATABASE_URL", url),
+            user=unquote(parts.username or "root"),
+            password=unquote(parts.password or ""),
+            database=unquote(database),
+        )
+
+    def __str__(self) -> str:
+        return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+@dataclass(frozen=True)
+class RedisURL:
+    """A parsed ``redis://[:pass@]host[:port][/db]``."""
+
+    host: str
+    port: int
+    db: int
+    password: str | None = field(repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> RedisURL:
+        parts = _split(url, ("redis",), "KMDB_REDIS_URL")
+        path = parts.path.lstrip("/")
+        if path and not path.isdigit():
+            raise TerminalError(f"KMDB_REDIS_URL {redact(url)}: the path must be a database number")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=_port(parts, "redis", "KMDB_REDIS_URL", url),
+            db=int(path or 0),
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+def _split(url: str, schemes: tuple[str, ...], name: str):  # type: ignore[no-untyped-def]
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise TerminalError(f"{name} is not a valid URL: {redact(url)}") from None
+    if parts.scheme not in schemes:
+        raise TerminalError(f"{name} {redact(url)} must start with {schemes[0]}://")
+    return parts
+
+
+def _port(parts, scheme: str, name: str, url: str) -> int:  # type: ignore[no-untyped-def]
+    try:
+        return parts.port or DEFAULT_PORTS[scheme]  # type: ignore[no-any-return]
+    except ValueError:
+        raise TerminalError(f"{name} {redact(url)} has an invalid port") from None
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one command needs; built once by the CLI."""
+
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str | None = None  # Redis key prefix; default derived from the database
+    source: str | None = None
+    s3_endpoint_url: str | None = None
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_region: str = "us-east-1"
+    min_revision: int = 1
+    revision_lookahead: int = 10  # revisions probed past the last known one when S3 cannot list
+    batch_size: int = 1000  # records per batch (advisory: whole seconds are kept together)
+    files_in_flight: int = 4  # revisions streamed and decoded concurrently
+    writers: int = 4  # database connections writing batches concurrently
+    queue_depth: int = 16  # batches buffered between stages (backpressure bound)
+    user_cache_size: int = 200_000  # identities whose users.id is cached in memory
+    rejects: Path | None = None  # JSON-lines file receiving rejected lines
+    strict: bool = False  # stop at the first rejected line
+    retry_attempts: int = 6  # tries of one transient operation before giving up
+    retry_max_wait: float = 10.0  # seconds, cap of the exponential backoff between tries
+    progress_interval: float = 5.0  # seconds between progress log lines (not on a terminal)
+
+    def database(self) -> DatabaseURL:
+        if not self.database_url:
+            raise TerminalError("DATABASE_URL is not set: pass --database-url mysql://user:pass@host/db")
+        return DatabaseURL.parse(self.database_url)
+
+    def redis(self) -> RedisURL | None:
+        return RedisURL.parse(self.redis_url) if self.redis_url else None
+
+    def source_location(self) -> str:
+        if self.source:
+            return self.source
+        bucket = os.environ.get("AWS_BUCKET")
+        if bucket:
+            return bucket if bucket.startswith("s3://") else f"s3://{bucket}"
+        raise TerminalError("no source: pass --source DIR|s3://bucket[/prefix] or set AWS_BUCKET")
+
+    def key_prefix(self) -> str:
+        """Redis key prefix of this database: two databases sharing a Redis never collide."""
+        if self.redis_prefix:
+            return self.redis_prefix
+        db = self.database()
+        return f"kmdb:{db.host}:{db.port}:{db.database}"
+
+    def secrets(self) -> list[str]:
+        """Strings that must never appear in output (for the final scrubbing of messages)."""
+        found = [self.aws_secret_access_key, self.aws_access_key_id]
+        for url in (self.database_url, self.redis_url):
+            if url:
+                try:
+                    found.append(unquote(urlsplit(url).password or ""))
+                except ValueError:
+                    pass
+        return [s for s in found if s]
+
+
+def load_dotenv(path: Path = Path(".env")) -> None:
+    """Read ``KEY=VALUE`` lines of ``.env`` into the environment; real variables win."""
+    if not path.is_file():
+        return
+    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.removeprefix("export ").split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ.setdefault(key.strip(), value)

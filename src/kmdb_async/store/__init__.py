@@ -1,0 +1,1 @@
+"""The database: schema (table names, DDL) and the MariaDB/MySQL store."""

@@ -1,0 +1,117 @@
+"""Real services for the tests: a database per test, a Redis key prefix per test, moto's S3.
+
+KMDB_TEST_MYSQL (default ``mysql://root@127.0.0.1:3306``) and KMDB_TEST_REDIS (default
+``redis://127.0.0.1:6379/0``) name the servers; each test gets its own database and prefix and
+removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pymysql
+import pytest
+
+from kmdb_async.settings import DatabaseURL, RedisURL, Settings
+from kmdb_async.state import RedisCursor
+
+pytest_plugins = ["tests.s3_server"]
+
+MYSQL = os.environ.get("KMDB_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
+REDIS = os.environ.get("KMDB_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def connect(url: str) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+    u = DatabaseURL.parse(url)
+    return pymysql.connect(host=u.host, port=u.port, user=u.user, password=u.password,
+                           database=u.database, charset="utf8mb4", autocommit=True)
+
+
+class Database:
+    """A throwaway database: its URL and a sync connection for assertions."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.url = f"{MYSQL}/{name}"
+        self._conn: Any = None
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self._conn is None:
+            self._conn = connect(self.url)
+        with self._conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every imported fact by content (names, not users.id), sorted: for equality checks."""
+        return {
+            "events": sorted(self.query(
+                "SELECT e.id, CAST(e.t AS CHAR), k.string, u.name, o.name FROM events e "
+                "JOIN `keys` k ON k.id = e.n JOIN users u ON u.id = e.user_id "
+                "JOIN users o ON o.id = e.origin_user_id")),
+            "properties": sorted(self.query(
+                "SELECT p.id, CAST(p.t AS CHAR), u.name, p.event_id, k.string, p.value "
+                "FROM properties p JOIN `keys` k ON k.id = p.`key` "
+                "JOIN users u ON u.id = p.user_id"), key=repr),
+            "users": sorted(self.query("SELECT name FROM users")),
+            "aliases": sorted(self.query("SELECT name1, name2, CAST(t AS CHAR) FROM aliases")),
+        }
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+@pytest.fixture
+def make_database() -> Iterator[Any]:
+    """Factory of throwaway databases (created on first import, dropped at teardown)."""
+    made: list[Database] = []
+
+    def make() -> Database:
+        db = Database(f"kmdb_test_{uuid.uuid4().hex[:12]}")
+        made.append(db)
+        return db
+
+    yield make
+    admin = connect(f"{MYSQL}/mysql")
+    try:
+        for db in made:
+            db.close()
+            with admin.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{db.name}`")
+    finally:
+        admin.close()
+
+
+@pytest.fixture
+def database(make_database: Any) -> Database:
+    return make_database()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"kmdb-test:{uuid.uuid4().hex[:12]}"
+    yield prefix
+    settings = Settings(redis_url=REDIS, redis_prefix=prefix)
+    cursor = RedisCursor(RedisURL.parse(REDIS), prefix, settings)
+
+    async def clear() -> None:
+        await cursor.clear()
+        await cursor.close()
+
+    asyncio.run(clear())
+
+
+def settings_for(database: Database, source: str, **changes: Any) -> Settings:
+    """Settings of a quick test import (small batches, fast retries)."""
+    base = Settings(database_url=database.url, source=source, batch_size=5, files_in_flight=3,
+                    writers=3, queue_depth=4, retry_attempts=3, retry_max_wait=0.2,
+                    progress_interval=60.0)
+    return replace(base, **changes)
