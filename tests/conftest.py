@@ -109,7 +109,7 @@ def redis_prefix() -> Iterator[str]:
     asyncio.run(clear())
 
 
-def settings_for(database: Database, source: str, **changes: Any) -> Settings:
+def settings_for(database: Database, source: str = "", **changes: Any) -> Settings:
     """Settings of a quick test import (small batches, fast retries)."""
     base = Settings(database_url=database.url, source=source, batch_size=5, files_in_flight=3,
                     writers=3, queue_depth=4, retry_attempts=3, retry_max_wait=0.2,

@@ -124,6 +124,8 @@ class Import:
                 tg.create_task(self._resolve())
                 for _ in range(max(1, settings.writers)):
                     tg.create_task(self._write())
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
         finally:
             if self._rejects is not None:
                 self._rejects.close()
@@ -280,6 +282,14 @@ async def _with_signals(run: Import, reporter: Reporter, revisions: list[Revisio
         reporter.close()
         for signum in signals:
             loop.remove_signal_handler(signum)
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+    """The failure that stopped a task group (its siblings were only cancelled because of it)."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 def _utc(t: float) -> str:
