@@ -48,17 +48,20 @@ class Database:
             return list(cur.fetchall())
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Every imported fact by content (names, not users.id), sorted: for equality checks."""
+        """Every imported fact by content (names, not users.id), sorted: for equality checks.
+
+        Joined here rather than in SQL so the comparison never depends on a query plan.
+        """
+        users = dict(self.query("SELECT id, name FROM users"))
+        keys = dict(self.query("SELECT id, string FROM `keys`"))
+        events = self.query("SELECT id, CAST(t AS CHAR), n, user_id, origin_user_id FROM events")
+        properties = self.query(
+            "SELECT id, CAST(t AS CHAR), user_id, event_id, `key`, value FROM properties")
         return {
-            "events": sorted(self.query(
-                "SELECT e.id, CAST(e.t AS CHAR), k.string, u.name, o.name FROM events e "
-                "JOIN `keys` k ON k.id = e.n JOIN users u ON u.id = e.user_id "
-                "JOIN users o ON o.id = e.origin_user_id")),
-            "properties": sorted(self.query(
-                "SELECT p.id, CAST(p.t AS CHAR), u.name, p.event_id, k.string, p.value "
-                "FROM properties p JOIN `keys` k ON k.id = p.`key` "
-                "JOIN users u ON u.id = p.user_id"), key=repr),
-            "users": sorted(self.query("SELECT name FROM users")),
+            "events": sorted((i, t, keys[n], users[u], users[o]) for i, t, n, u, o in events),
+            "properties": sorted(((i, t, users[u], e, keys[k], v)
+                                  for i, t, u, e, k, v in properties), key=repr),
+            "users": sorted((name,) for name in users.values()),
             "aliases": sorted(self.query("SELECT name1, name2, CAST(t AS CHAR) FROM aliases")),
         }
 

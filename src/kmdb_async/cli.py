@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -48,7 +48,7 @@ def _scrub(message: str, settings: Settings | None) -> str:
     return message
 
 
-def _run(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
+def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``work`` on uvloop; our errors become one clean line and an exit code."""
     try:
         return uvloop.run(work())
@@ -104,6 +104,9 @@ def import_(
         "kmdb-rejects.jsonl"),
     strict: Annotated[bool, typer.Option(
         "--strict", envvar="KMDB_STRICT", help="Stop at the first rejected line.")] = False,
+    retry_attempts: Annotated[int, typer.Option(
+        envvar="KMDB_RETRY_ATTEMPTS", min=1,
+        help="Tries of one failing S3/database/Redis operation before the run stops.")] = 6,
 ) -> None:
     """Import every new revision (and the new end of grown ones) into the database."""
     settings = Settings(
@@ -112,7 +115,7 @@ def import_(
         aws_access_key_id=aws_access_key_id, aws_secret_access_key=aws_secret_access_key,
         aws_region=aws_region, min_revision=min_revision, revision_lookahead=revision_lookahead,
         batch_size=batch_size, files_in_flight=files_in_flight, writers=writers,
-        queue_depth=queue_depth, rejects=rejects, strict=strict,
+        queue_depth=queue_depth, rejects=rejects, strict=strict, retry_attempts=retry_attempts,
     )
     summary = _run(settings, lambda: run_import(settings))
     typer.echo(summary.text())

@@ -19,7 +19,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from pathlib import Path
 from typing import IO
 
@@ -152,10 +152,11 @@ class Import:
         decoder, batcher = LineDecoder(start), Batcher(revision.number, start, size)
         self.watermark.begin(revision.number, start)
         end = start
-        async for chunk in self.source.stream(revision, start):
-            end += len(chunk)
-            for batch in batcher.feed(decoder.feed(chunk)):
-                await self._emit(batch)
+        async with aclosing(self.source.stream(revision, start)) as chunks:  # type: ignore[type-var]
+            async for chunk in chunks:
+                end += len(chunk)
+                for batch in batcher.feed(decoder.feed(chunk)):
+                    await self._emit(batch)
         for batch in batcher.feed(decoder.flush()):
             await self._emit(batch)
         await self._emit(batcher.flush(end))
@@ -284,7 +285,7 @@ async def _with_signals(run: Import, reporter: Reporter, revisions: list[Revisio
             loop.remove_signal_handler(signum)
 
 
-def first_error(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The failure that stopped a task group (its siblings were only cancelled because of it)."""
     leaf: BaseException = group
     while isinstance(leaf, BaseExceptionGroup):

@@ -78,7 +78,7 @@ def _split(url: str, schemes: tuple[str, ...], name: str):  # type: ignore[no-un
 
 def _port(parts, scheme: str, name: str, url: str) -> int:  # type: ignore[no-untyped-def]
     try:
-        return parts.port or DEFAULT_PORTS[scheme]  # type: ignore[no-any-return]
+        return parts.port or DEFAULT_PORTS[scheme]
     except ValueError:
         raise TerminalError(f"{name} {redact(url)} has an invalid port") from None
 

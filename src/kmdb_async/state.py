@@ -84,7 +84,8 @@ class RedisCursor:
                     return await op(self._conn)
                 except (OSError, ConnectionError, asyncio_redis.NotConnectedError) as e:
                     self._drop()
-                    raise TransientError(f"Redis at {self._url.host}:{self._url.port}: {e or type(e).__name__}") from None
+                    where = f"Redis at {self._url.host}:{self._url.port}"
+                    raise TransientError(f"{where}: {e or type(e).__name__}") from None
                 except asyncio_redis.Error as e:
                     self._drop()
                     raise TerminalError(f"Redis at {self._url.host}:{self._url.port}: {e}") from None
