@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -118,3 +119,9 @@ def settings_for(database: Database, source: str = "", **changes: Any) -> Settin
                     writers=3, queue_depth=4, retry_attempts=3, retry_max_wait=0.2,
                     progress_interval=60.0)
     return replace(base, **changes)
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files a command writes to its working directory (rejects, .env) stay in the test's tmp."""
+    monkeypatch.chdir(tmp_path)
