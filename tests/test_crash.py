@@ -59,3 +59,31 @@ def test_sigkill_part_way_then_rerun_gives_the_clean_rows(
     assert final.returncode == 0, final.stderr
     database.close()
     assert database.dump() == reference.expected(root)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_save_progress_and_exit_promptly(
+        database: Database, tmp_path: Path, signum: int) -> None:
+    root = tmp_path / "export"
+    write_export(root, 12000, revisions=4, seed=13)
+    env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "2"}
+    command = [sys.executable, "-m", "kmdb_async", "import", str(root)]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for_rows(database, 500, process)
+    assert process.poll() is None, "the import ended before it could be interrupted"
+    process.send_signal(signum)
+    sent = time.monotonic()
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert process.returncode == 128 + signum
+    assert "progress saved" in stderr and "Traceback" not in stderr
+    saved = database.query("SELECT SUM(`offset`) FROM kmdb_revisions")[0][0]
+    assert saved and saved > 0  # committed batches were recorded
+
+    final = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert "imported" in final.stdout
+    database.close()
+    assert database.dump() == reference.expected(root)

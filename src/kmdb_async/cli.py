@@ -20,7 +20,7 @@ from .errors import KmdbError
 from .pipeline import Interrupted, run_import
 from .settings import Settings, load_dotenv
 from .state import open_cursor
-from .store.mysql import MySQLStore
+from .store import open_store
 
 T = TypeVar("T")
 EXIT_FAILED = 1
@@ -142,7 +142,7 @@ def flush(
 
 
 async def _flush(settings: Settings) -> None:
-    store = MySQLStore(settings.database(), settings)
+    store = open_store(settings)
     await store.open()
     try:
         await store.ensure_schema()

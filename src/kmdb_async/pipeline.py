@@ -34,6 +34,7 @@ from .resolver import MAX_REVISION, ResolvedBatch, Resolver
 from .settings import Settings
 from .sources import Revision, Source, open_source
 from .state import Cursor, open_cursor
+from .store import open_store
 from .store.mysql import MySQLStore
 
 
@@ -224,7 +225,7 @@ async def run_import(settings: Settings) -> Summary:
     """Import everything new from the source into the database; returns the summary."""
     summary = Summary()
     t0 = time.monotonic()
-    store = MySQLStore(settings.database(), settings)
+    store = open_store(settings)
     location = settings.source_location()
     await store.open()
     try:
