@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import sqlite3
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -34,7 +37,9 @@ def connect(url: str) -> pymysql.connections.Connection:  # type: ignore[type-ar
 
 
 class Database:
-    """A throwaway database: its URL and a sync connection for assertions."""
+    """A throwaway MariaDB database: its URL and a sync connection for assertions."""
+
+    kind = "mariadb"
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -47,6 +52,15 @@ class Database:
         with self._conn.cursor() as cur:
             cur.execute(sql, args)
             return list(cur.fetchall())
+
+    def drop(self) -> None:
+        self.close()
+        admin = connect(f"{MYSQL}/mysql")
+        try:
+            with admin.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
+        finally:
+            admin.close()
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every imported fact by content (names, not users.id), sorted: for equality checks.
@@ -72,29 +86,47 @@ class Database:
             self._conn = None
 
 
+class EmbeddedDatabase(Database):
+    """A throwaway embedded (SQLite) database file."""
+
+    kind = "sqlite"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.folder = Path(tempfile.mkdtemp(prefix="kmdb-test-"))
+        self.url = f"sqlite:///{self.folder / name}.sqlite3"
+        self._conn = None
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self._conn is None:
+            self._conn = sqlite3.connect(self.url.removeprefix("sqlite:///"), timeout=30)
+        return list(self._conn.execute(sql.replace("%s", "?"), args).fetchall())
+
+    def drop(self) -> None:
+        self.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @pytest.fixture
 def make_database() -> Iterator[Any]:
-    """Factory of throwaway databases (created on first import, dropped at teardown)."""
+    """Factory of throwaway databases, MariaDB by default or ``make("sqlite")`` (created on
+    first import, dropped at teardown)."""
     made: list[Database] = []
 
-    def make() -> Database:
-        db = Database(f"kmdb_test_{uuid.uuid4().hex[:12]}")
+    def make(kind: str = "mariadb") -> Database:
+        cls = EmbeddedDatabase if kind == "sqlite" else Database
+        db = cls(f"kmdb_test_{uuid.uuid4().hex[:12]}")
         made.append(db)
         return db
 
     yield make
-    admin = connect(f"{MYSQL}/mysql")
-    try:
-        for db in made:
-            db.close()
-            with admin.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{db.name}`")
-    finally:
-        admin.close()
+    for db in made:
+        db.drop()
 
 
 @pytest.fixture
 def database(make_database: Any) -> Database:
+    """A MariaDB database of the test's own."""
     return make_database()  # type: ignore[no-any-return]
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,9 +30,11 @@ def wait_for_rows(database: Database, rows: int, process: subprocess.Popen[bytes
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("cursor", ["redis", "database"])
+@pytest.mark.parametrize("backend,cursor", [("mariadb", "redis"), ("mariadb", "database"),
+                                            ("sqlite", "database")])
 def test_sigkill_part_way_then_rerun_gives_the_clean_rows(
-        database: Database, tmp_path: Path, redis_prefix: str, cursor: str) -> None:
+        make_database: Any, tmp_path: Path, redis_prefix: str, backend: str, cursor: str) -> None:
+    database = make_database(backend)
     root = tmp_path / "export"
     write_export(root, 12000, revisions=5, seed=11)
     env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20",

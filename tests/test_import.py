@@ -13,7 +13,7 @@ from kmdb_async.pipeline import run_import
 from kmdb_async.resolver import Filters, row_id
 from kmdb_async.settings import Settings
 from kmdb_async.state import open_cursor
-from kmdb_async.store.mysql import MySQLStore
+from kmdb_async.store import open_store
 
 from . import reference
 from .conftest import REDIS, Database, settings_for
@@ -117,8 +117,7 @@ def export_files() -> dict[str, bytes]:
 
 async def prepare(database: Database, filters: dict[str, list[str]]) -> None:
     """Create the schema and fill the filter tables, as a user would before importing."""
-    settings = Settings(database_url=database.url)
-    store = MySQLStore(settings.database(), settings)
+    store = open_store(Settings(database_url=database.url))
     await store.open()
     try:
         await store.ensure_schema()
@@ -127,6 +126,12 @@ async def prepare(database: Database, filters: dict[str, list[str]]) -> None:
                 await store.execute(f"INSERT INTO `{table}` (`name`) VALUES (%s)", (name,))
     finally:
         await store.close()
+
+
+@pytest.fixture(params=["mariadb", "sqlite"])
+def database(make_database: Any, request: pytest.FixtureRequest) -> Database:
+    """Every SPEC rule here is checked on MariaDB and on the embedded default alike."""
+    return make_database(request.param)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(params=["directory", "s3"])
@@ -200,7 +205,7 @@ async def test_losing_the_redis_cursor_costs_reading_only(
     await prepare(database, FILTERS)
     settings = settings_for(database, source, redis_url=REDIS, redis_prefix=redis_prefix)
     await run_import(settings)
-    cursor = open_cursor(settings, MySQLStore(settings.database(), settings))
+    cursor = open_cursor(settings, open_store(settings))
     assert await cursor.load()  # the cursor lives in Redis under the test's prefix
     await cursor.clear()
     await cursor.close()
@@ -237,7 +242,8 @@ async def test_generated_export_matches_the_sequential_model(
     assert summary.events == len(want["events"]) and summary.properties == len(want["properties"])
 
 
-async def test_filters_apply_to_the_generated_export(database: Database, tmp_path: Path) -> None:
+async def test_filters_apply_to_the_generated_export(
+        database: Database, tmp_path: Path) -> None:
     root = tmp_path / "export"
     write_export(root, 1500, revisions=2, seed=3)
     filters = Filters(ignored_users=frozenset({"0", "anon-1"}),
@@ -250,7 +256,8 @@ async def test_filters_apply_to_the_generated_export(database: Database, tmp_pat
     assert database.dump() == reference.expected(root, filters)
 
 
-async def test_strict_stops_at_the_first_reject(database: Database, tmp_path: Path) -> None:
+async def test_strict_stops_at_the_first_reject(
+        database: Database, tmp_path: Path) -> None:
     source = write_dir(tmp_path / "export", export_files())
     from kmdb_async.errors import TerminalError
 

@@ -138,7 +138,7 @@ def flush(
                    "progress of this database; run again with --yes to do it.", err=True)
         raise typer.Exit(EXIT_FAILED)
     _run(settings, lambda: _flush(settings))
-    typer.echo(f"flushed {settings.database()}")
+    typer.echo(f"flushed {settings.database_label()}")
 
 
 async def _flush(settings: Settings) -> None:

@@ -34,8 +34,7 @@ from .resolver import MAX_REVISION, ResolvedBatch, Resolver
 from .settings import Settings
 from .sources import Revision, Source, open_source
 from .state import Cursor, open_cursor
-from .store import open_store
-from .store.mysql import MySQLStore
+from .store import SQLStore, open_store
 
 
 class Interrupted(Exception):
@@ -96,7 +95,7 @@ class Sequence:
 class Import:
     """One import run over ``revisions``; ``run`` returns the summary."""
 
-    def __init__(self, settings: Settings, store: MySQLStore, source: Source, cursor: Cursor,
+    def __init__(self, settings: Settings, store: SQLStore, source: Source, cursor: Cursor,
                  resolver: Resolver, summary: Summary) -> None:
         self.settings = settings
         self.store, self.source, self.cursor, self.resolver = store, source, cursor, resolver

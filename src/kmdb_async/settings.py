@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlsplit
 from .errors import TerminalError
 
 DEFAULT_PORTS = {"mysql": 3306, "redis": 6379}
+SQLITE = "sqlite:///"
+DEFAULT_DATABASE = SQLITE + "kmdb.sqlite3"  # the embedded default, in the working directory
 
 
 @dataclass(frozen=True)
@@ -121,10 +123,27 @@ class Settings:
     retry_max_wait: float = 10.0  # seconds, cap of the exponential backoff between tries
     progress_interval: float = 5.0  # seconds between progress log lines (not on a terminal)
 
+    def database_location(self) -> str:
+        """DATABASE_URL, or the embedded default ``sqlite:///kmdb.sqlite3``."""
+        return self.database_url or DEFAULT_DATABASE
+
+    def sqlite_path(self) -> Path | None:
+        """The embedded database's file (``sqlite:///rel`` or ``sqlite:////abs``), else None."""
+        location = self.database_location()
+        if not location.startswith("sqlite:"):
+            return None
+        if not location.startswith(SQLITE) or len(location) == len(SQLITE):
+            raise TerminalError(f"DATABASE_URL {location} must look like sqlite:///path/to/file")
+        return Path(location[len(SQLITE):])
+
     def database(self) -> DatabaseURL:
-        if not self.database_url:
-            raise TerminalError("DATABASE_URL is not set: pass --database-url mysql://user:pass@host/db")
-        return DatabaseURL.parse(self.database_url)
+        """The MariaDB/MySQL server of DATABASE_URL."""
+        return DatabaseURL.parse(self.database_location())
+
+    def database_label(self) -> str:
+        """The database as shown to the user (never with its password)."""
+        path = self.sqlite_path()
+        return f"{SQLITE}{path}" if path is not None else str(self.database())
 
     def redis(self) -> RedisURL | None:
         return RedisURL.parse(self.redis_url) if self.redis_url else None
@@ -141,6 +160,9 @@ class Settings:
         """Redis key prefix of this database: two databases sharing a Redis never collide."""
         if self.redis_prefix:
             return self.redis_prefix
+        path = self.sqlite_path()
+        if path is not None:
+            return f"kmdb:sqlite:{path.resolve()}"
         db = self.database()
         return f"kmdb:{db.host}:{db.port}:{db.database}"
 

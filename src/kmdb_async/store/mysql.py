@@ -8,9 +8,7 @@ connection leaves the same rows.
 
 from __future__ import annotations
 
-import json
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -18,10 +16,11 @@ import aiomysql
 import pymysql
 
 from ..errors import KmdbError, TerminalError, TransientError, retrying
-from ..resolver import Filters, ResolvedBatch
+from ..resolver import ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
-from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, RUNS, USERS
+from .base import SQLStore
+from .schema import ALIASES, EVENTS, PROPERTIES, REVISIONS
 
 T = TypeVar("T")
 
@@ -46,16 +45,14 @@ def translate(error: BaseException, url: DatabaseURL) -> KmdbError:
 DRIVER_ERRORS = (pymysql.Error, OSError, ConnectionError, TimeoutError)
 
 
-class MySQLStore:
+class MySQLStore(SQLStore):
     """Schema, filters, identities, batch writes and the database-side cursor."""
 
     def __init__(self, url: DatabaseURL, settings: Settings) -> None:
+        super().__init__(settings)
         self.url = url
-        self._settings = settings
         self._pool: aiomysql.Pool | None = None
         self._lock_conn: aiomysql.Connection | None = None
-        self._users: OrderedDict[str, int] = OrderedDict()
-        self._keys: dict[str, int] = {}
         self.collation = "utf8mb4_nopad_bin"
 
     # -- connections ---------------------------------------------------------------------
@@ -184,49 +181,11 @@ class MySQLStore:
         """Empty the imported data and progress (filter tables stay)."""
         for table in schema.DATA_TABLES:
             await self.execute(f"TRUNCATE TABLE `{table}`")
-        self._users.clear()
-        self._keys.clear()
+        self._forget_ids()
 
     # -- reads at the start of a run ------------------------------------------------------
 
-    async def load_filters(self) -> Filters:
-        sets = []
-        for table in schema.FILTER_TABLES:
-            rows = await self.execute(f"SELECT `name` FROM `{table}`")
-            sets.append(frozenset(name for (name,) in rows))
-        return Filters(*sets)
-
-    async def load_aliases(self) -> list[tuple[str, str]]:
-        """Every alias pair ever imported: the alias graph is rebuilt from them."""
-        return [(a, b) for a, b in await self.execute(f"SELECT `name1`, `name2` FROM `{ALIASES}`")]
-
     # -- identities and keys ------------------------------------------------------------
-
-    async def user_ids(self, names: Collection[str]) -> dict[str, int]:
-        """users.id of each name, inserting missing users; a bounded LRU spares lookups."""
-        cache, found = self._users, {}
-        missing = []
-        for name in names:
-            uid = cache.get(name)
-            if uid is None:
-                missing.append(name)
-            else:
-                cache.move_to_end(name)
-                found[name] = uid
-        if missing:
-            found.update(await self._intern(USERS, "name", missing))
-            for name in missing:
-                cache[name] = found[name]
-            while len(cache) > self._settings.user_cache_size:
-                cache.popitem(last=False)
-        return found
-
-    async def key_ids(self, strings: Collection[str]) -> dict[str, int]:
-        """keys.id of each event name or property key, interning new ones (all cached)."""
-        missing = [s for s in strings if s not in self._keys]
-        if missing:
-            self._keys.update(await self._intern(KEYS, "string", missing))
-        return {s: self._keys[s] for s in strings}
 
     async def _intern(self, table: str, column: str, values: list[str]) -> dict[str, int]:
         ids: dict[str, int] = {}
@@ -303,25 +262,11 @@ class MySQLStore:
 
     # -- the database-side cursor and run records ------------------------------------------
 
-    async def load_cursor(self) -> dict[int, int]:
-        rows = await self.execute(f"SELECT `revision`, `offset` FROM `{REVISIONS}`")
-        return {int(rev): int(off) for rev, off in rows}
-
     async def save_cursor(self, revision: int, offset: int) -> None:
         await self.execute(
             f"INSERT INTO `{REVISIONS}` (`revision`, `offset`) VALUES (%s, %s) "
             "ON DUPLICATE KEY UPDATE `offset` = GREATEST(`offset`, VALUES(`offset`))",
             (revision, offset),
-        )
-
-    async def clear_cursor(self) -> None:
-        await self.execute(f"DELETE FROM `{REVISIONS}`")
-
-    async def record_run(self, started: str, finished: str, status: str, summary: dict[str, Any]) -> None:
-        await self.execute(
-            f"INSERT INTO `{RUNS}` (`started_at`, `finished_at`, `status`, `summary`) "
-            "VALUES (%s, %s, %s, %s)",
-            (started, finished, status, json.dumps(summary)),
         )
 
 

@@ -1,0 +1,146 @@
+"""What every store shares: the id caches and the reads and writes that are portable SQL.
+
+A store subclasses ``SQLStore`` and supplies ``execute`` (one statement, ``%s`` placeholders,
+retried when transient), ``_intern`` (ids of names, inserting missing ones) and the
+dialect-specific writes. The pipeline only ever sees these methods.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from ..resolver import Filters, ResolvedBatch
+from ..settings import Settings
+from . import schema
+from .schema import ALIASES, KEYS, REVISIONS, RUNS, USERS
+
+
+class UserCache:
+    """users.id by name, least recently used first out: bounded memory for millions of users."""
+
+    def __init__(self, size: int) -> None:
+        self._size = max(1, size)
+        self._ids: OrderedDict[str, int] = OrderedDict()
+
+    def lookup(self, names: Collection[str]) -> tuple[dict[str, int], list[str]]:
+        """The cached ids among ``names``, and the names not cached."""
+        ids, found, missing = self._ids, {}, []
+        for name in names:
+            uid = ids.get(name)
+            if uid is None:
+                missing.append(name)
+            else:
+                ids.move_to_end(name)
+                found[name] = uid
+        return found, missing
+
+    def add(self, new: dict[str, int]) -> dict[str, int]:
+        """Cache ``new`` (evicting the oldest beyond the bound); returns it."""
+        self._ids.update(new)
+        while len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        return new
+
+    def clear(self) -> None:
+        self._ids.clear()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+class SQLStore:
+    """The part of a store written once for every database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._users = UserCache(settings.user_cache_size)
+        self._keys: dict[str, int] = {}  # event names and property keys: a few thousand at most
+
+    # -- what each database implements ---------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect (creating the database when it is missing)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def execute(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement with ``%s`` placeholders, retried when transient; returns its rows."""
+        raise NotImplementedError
+
+    async def ensure_schema(self) -> None:
+        """Create every missing table (idempotent)."""
+        raise NotImplementedError
+
+    async def acquire_import_lock(self) -> None:
+        """Hold this database's import lock until close, or refuse naming the holder."""
+        raise NotImplementedError
+
+    async def flush(self) -> None:
+        """Empty the imported data and progress (filter tables stay)."""
+        raise NotImplementedError
+
+    async def write_rows(self, rb: ResolvedBatch) -> None:
+        """Insert a batch's events and properties in one transaction (idempotent)."""
+        raise NotImplementedError
+
+    async def write_links(self, rb: ResolvedBatch) -> None:
+        """Upsert a batch's alias pairs and re-point their groups, in one transaction."""
+        raise NotImplementedError
+
+    async def save_cursor(self, revision: int, offset: int) -> None:
+        """Record ``offset`` bytes of ``revision`` imported (never moving back)."""
+        raise NotImplementedError
+
+    async def _intern(self, table: str, column: str, values: list[str]) -> dict[str, int]:
+        """Ids of ``values`` in ``table.column``, inserting the missing ones."""
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------
+
+    async def load_filters(self) -> Filters:
+        """The filter tables (SPEC section 4), read at the start of a run."""
+        sets = []
+        for table in schema.FILTER_TABLES:
+            rows = await self.execute(f"SELECT `name` FROM `{table}`")
+            sets.append(frozenset(name for (name,) in rows))
+        return Filters(*sets)
+
+    async def load_aliases(self) -> list[tuple[str, str]]:
+        """Every alias pair ever imported: the alias graph is rebuilt from them."""
+        return [(a, b) for a, b in await self.execute(f"SELECT `name1`, `name2` FROM `{ALIASES}`")]
+
+    async def user_ids(self, names: Collection[str]) -> dict[str, int]:
+        """users.id of each name, inserting missing users."""
+        found, missing = self._users.lookup(names)
+        if missing:
+            found.update(self._users.add(await self._intern(USERS, "name", missing)))
+        return found
+
+    async def key_ids(self, strings: Collection[str]) -> dict[str, int]:
+        """keys.id of each event name or property key, interning new ones."""
+        missing = [s for s in strings if s not in self._keys]
+        if missing:
+            self._keys.update(await self._intern(KEYS, "string", missing))
+        return {s: self._keys[s] for s in strings}
+
+    def _forget_ids(self) -> None:
+        self._users.clear()
+        self._keys.clear()
+
+    async def load_cursor(self) -> dict[int, int]:
+        rows = await self.execute(f"SELECT `revision`, `offset` FROM `{REVISIONS}`")
+        return {int(rev): int(off) for rev, off in rows}
+
+    async def clear_cursor(self) -> None:
+        await self.execute(f"DELETE FROM `{REVISIONS}`")
+
+    async def record_run(self, started: str, finished: str, status: str, summary: dict[str, Any]) -> None:
+        """One row of ``kmdb_runs``: UTC times, the outcome and the summary as JSON."""
+        await self.execute(
+            f"INSERT INTO `{RUNS}` (`started_at`, `finished_at`, `status`, `summary`) "
+            "VALUES (%s, %s, %s, %s)", (started, finished, status, json.dumps(summary)))

@@ -1,0 +1,228 @@
+"""The embedded default: one SQLite file, through the standard library's sqlite3.
+
+Same tables, same rules as the MariaDB store: TEXT compares byte for byte (exact strings),
+writes are idempotent upserts, and the revision cursor lives in ``kmdb_revisions`` when no
+Redis is set. SQLite allows one writer at a time, so calls are serialised on one connection
+that runs in a worker thread; WAL journaling lets readers (``status``) look while it writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from ..errors import TerminalError, TransientError, retrying
+from ..resolver import ResolvedBatch
+from ..settings import Settings
+from . import schema
+from .base import SQLStore
+from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, RUNS, USERS
+
+T = TypeVar("T")
+LOOKUP_CHUNK = 500  # names per IN (...) lookup (SQLite allows 32766 variables)
+
+
+def ddl() -> list[str]:
+    """CREATE TABLE statements of the embedded database (same tables as MariaDB's)."""
+    name = "TEXT NOT NULL"
+    return [
+        f"CREATE TABLE IF NOT EXISTS `{KEYS}` (`id` INTEGER PRIMARY KEY, `string` {name} UNIQUE)",
+        f"CREATE TABLE IF NOT EXISTS `{USERS}` (`id` INTEGER PRIMARY KEY, `name` {name} UNIQUE)",
+        f"""CREATE TABLE IF NOT EXISTS `{EVENTS}` (`id` INTEGER PRIMARY KEY, `t` TEXT NOT NULL,
+            `n` INTEGER NOT NULL, `user_id` INTEGER NOT NULL, `origin_user_id` INTEGER NOT NULL)""",
+        f"CREATE INDEX IF NOT EXISTS `index_events_on_t` ON `{EVENTS}` (`t`)",
+        f"CREATE INDEX IF NOT EXISTS `index_events_on_n_and_t` ON `{EVENTS}` (`n`, `t`)",
+        f"CREATE INDEX IF NOT EXISTS `index_events_on_user_id_and_t` ON `{EVENTS}` (`user_id`, `t`)",
+        f"""CREATE TABLE IF NOT EXISTS `{PROPERTIES}` (`id` INTEGER PRIMARY KEY, `t` TEXT NOT NULL,
+            `user_id` INTEGER NOT NULL, `origin_user_id` INTEGER NOT NULL, `event_id` INTEGER,
+            `key` INTEGER NOT NULL, `value` TEXT)""",
+        f"CREATE INDEX IF NOT EXISTS `index_properties_on_event_id` ON `{PROPERTIES}` (`event_id`)",
+        f"CREATE INDEX IF NOT EXISTS `index_properties_on_key_and_t` ON `{PROPERTIES}` (`key`, `t`)",
+        f"""CREATE INDEX IF NOT EXISTS `index_properties_on_user_id_and_key`
+            ON `{PROPERTIES}` (`user_id`, `key`)""",
+        f"""CREATE TABLE IF NOT EXISTS `{ALIASES}` (`id` INTEGER PRIMARY KEY, `name1` {name},
+            `name2` {name}, `t` TEXT NOT NULL, UNIQUE (`name1`, `name2`))""",
+        f"CREATE INDEX IF NOT EXISTS `index_aliases_on_name2` ON `{ALIASES}` (`name2`)",
+        *(f"CREATE TABLE IF NOT EXISTS `{table}` (`name` {name} PRIMARY KEY)"
+          for table in schema.FILTER_TABLES),
+        f"""CREATE TABLE IF NOT EXISTS `{REVISIONS}` (`revision` INTEGER PRIMARY KEY,
+            `offset` INTEGER NOT NULL, `updated_at` TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)""",
+        f"""CREATE TABLE IF NOT EXISTS `{RUNS}` (`id` INTEGER PRIMARY KEY, `started_at` TEXT NOT NULL,
+            `finished_at` TEXT NOT NULL, `status` TEXT NOT NULL, `summary` TEXT NOT NULL)""",
+    ]
+
+
+def hold_lock(path: Path) -> IO[str]:
+    """Lock ``path`` for this process (it records our pid) or refuse, naming the holder."""
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise TerminalError(
+            f"another kmdb-async import is running on {path.with_suffix('')} (process {holder}); "
+            "wait for it to finish") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+class SQLiteStore(SQLStore):
+    """The embedded store: the same methods as MySQLStore, on one SQLite file."""
+
+    def __init__(self, path: Path, settings: Settings) -> None:
+        super().__init__(settings)
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._busy = asyncio.Lock()  # one statement or transaction at a time
+        self._lock_file: IO[str] | None = None
+
+    def __str__(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    # -- connection ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                 timeout=30)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives a killed process
+        except (OSError, sqlite3.Error) as e:
+            raise TerminalError(f"cannot open the embedded database {self.path}: {e}") from None
+        self._db = db
+
+    async def close(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+        if self._db is not None:
+            async with self._busy:
+                self._db.close()
+            self._db = None
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T], transaction: bool = False) -> T:
+        """Run ``work`` in the worker thread, in a transaction when asked, with retries."""
+        assert self._db is not None, "store is not open"
+        db = self._db
+
+        def call() -> T:
+            if not transaction:
+                return work(db)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        s = self._settings
+        async for attempt in retrying(s.retry_attempts, s.retry_max_wait):
+            with attempt:
+                try:
+                    async with self._busy:
+                        return await asyncio.to_thread(call)
+                except sqlite3.OperationalError as e:
+                    if "locked" in str(e) or "busy" in str(e):
+                        raise TransientError(f"embedded database {self.path}: {e}") from None
+                    raise TerminalError(f"embedded database {self.path}: {e}") from None
+                except sqlite3.Error as e:
+                    raise TerminalError(f"embedded database {self.path}: {e}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def execute(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement (``%s`` placeholders, as for MariaDB); returns its rows."""
+        values = tuple(args)
+        return await self._run(lambda db: db.execute(sql.replace("%s", "?"), values).fetchall())
+
+    # -- schema, lock, flush ---------------------------------------------------------------
+
+    async def ensure_schema(self) -> None:
+        def create(db: sqlite3.Connection) -> None:
+            for statement in ddl():
+                db.execute(statement)
+
+        await self._run(create)
+
+    async def acquire_import_lock(self) -> None:
+        """An exclusive lock on ``<file>.lock``; the kernel drops it when the process dies."""
+        self._lock_file = hold_lock(Path(f"{self.path}.lock"))
+
+    async def flush(self) -> None:
+        def empty(db: sqlite3.Connection) -> None:
+            for table in schema.DATA_TABLES:
+                db.execute(f"DELETE FROM `{table}`")
+
+        await self._run(empty, transaction=True)
+        self._forget_ids()
+
+    # -- identities and keys ---------------------------------------------------------------
+
+    async def _intern(self, table: str, column: str, values: list[str]) -> dict[str, int]:
+        def intern(db: sqlite3.Connection) -> dict[str, int]:
+            ids: dict[str, int] = {}
+            for start in range(0, len(values), LOOKUP_CHUNK):
+                chunk = values[start:start + LOOKUP_CHUNK]
+                db.executemany(f"INSERT OR IGNORE INTO `{table}` (`{column}`) VALUES (?)",
+                               [(v,) for v in chunk])
+                marks = ",".join("?" * len(chunk))
+                ids.update(db.execute(
+                    f"SELECT `{column}`, `id` FROM `{table}` WHERE `{column}` IN ({marks})",
+                    chunk).fetchall())
+            return ids
+
+        return await self._run(intern, transaction=True)
+
+    # -- batch writes ----------------------------------------------------------------------
+
+    async def write_rows(self, rb: ResolvedBatch) -> None:
+        if not rb.events and not rb.properties:
+            return
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(f"INSERT OR IGNORE INTO `{EVENTS}` (`id`, `t`, `n`, `user_id`, "
+                           "`origin_user_id`) VALUES (?, ?, ?, ?, ?)", rb.events)
+            db.executemany(f"INSERT OR IGNORE INTO `{PROPERTIES}` (`id`, `t`, `user_id`, "
+                           "`origin_user_id`, `event_id`, `key`, `value`) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", rb.properties)
+
+        await self._run(write, transaction=True)
+
+    async def write_links(self, rb: ResolvedBatch) -> None:
+        if not rb.aliases and not rb.repoints:
+            return
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(f"INSERT INTO `{ALIASES}` (`name1`, `name2`, `t`) VALUES (?, ?, ?) "
+                           "ON CONFLICT (`name1`, `name2`) DO UPDATE SET `t` = MIN(`t`, excluded.`t`)",
+                           rb.aliases)
+            for rp in rb.repoints:
+                users = ",".join("?" * len(rp.user_ids))
+                members = ",".join("?" * len(rp.member_ids))
+                for table in (EVENTS, PROPERTIES):
+                    db.execute(
+                        f"UPDATE `{table}` SET `user_id` = ? WHERE `user_id` IN ({users}) "
+                        f"AND `origin_user_id` IN ({members}) AND `user_id` <> ?",
+                        (rp.canonical_id, *rp.user_ids, *rp.member_ids, rp.canonical_id))
+
+        await self._run(write, transaction=True)
+
+    # -- the database-side cursor and run records ------------------------------------------
+
+    async def save_cursor(self, revision: int, offset: int) -> None:
+        await self.execute(
+            f"INSERT INTO `{REVISIONS}` (`revision`, `offset`) VALUES (%s, %s) ON CONFLICT "
+            "(`revision`) DO UPDATE SET `offset` = MAX(`offset`, excluded.`offset`), "
+            "`updated_at` = CURRENT_TIMESTAMP", (revision, offset))
