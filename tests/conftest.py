@@ -1,8 +1,9 @@
 """Real services for the tests: a database per test, a Redis key prefix per test, moto's S3.
 
 KMDB_TEST_MYSQL (default ``mysql://root@127.0.0.1:3306``) and KMDB_TEST_REDIS (default
-``redis://127.0.0.1:6379/0``) name the servers; each test gets its own database and prefix and
-removes them afterwards.
+``redis://127.0.0.1:6379/0``) name the servers; when one does not answer, a private throwaway
+instance is started for the session. Each test gets its own database and prefix and removes
+them afterwards.
 """
 
 from __future__ import annotations
@@ -24,10 +25,17 @@ import pytest
 from kmdb_async.settings import DatabaseURL, RedisURL, Settings
 from kmdb_async.state import RedisCursor
 
+from . import services
+
 pytest_plugins = ["tests.s3_server"]
 
 MYSQL = os.environ.get("KMDB_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
 REDIS = os.environ.get("KMDB_TEST_REDIS", "redis://127.0.0.1:6379/0")
+# No server answering: start private throwaway ones for this session (see tests/services.py).
+if not services.answers(MYSQL):
+    MYSQL = os.environ["KMDB_TEST_MYSQL"] = services.start_mariadb()
+if not services.answers(REDIS):
+    REDIS = os.environ["KMDB_TEST_REDIS"] = services.start_redis()
 
 
 def connect(url: str) -> pymysql.connections.Connection:  # type: ignore[type-arg]

@@ -71,3 +71,20 @@ def write_export(root: Path, count: int, revisions: int = 4, seed: int = 1, **kw
         path.write_bytes(b"".join(all_lines[n * per:(n + 1) * per]))
         paths.append(path)
     return paths
+
+
+def main() -> None:
+    """``python -m tests.exportgen DIR [--lines N] [--revisions R] [--seed S]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a realistic KissMetrics export.")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--lines", type=int, default=3000)
+    parser.add_argument("--revisions", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    write_export(args.root, args.lines, revisions=args.revisions, seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Throwaway MariaDB and Redis servers for a test session, when none answers.
+
+On a fresh machine with the ``mariadb-server`` and ``redis-server`` packages installed but not
+running, the tests start private instances: a temporary data directory, a free loopback port,
+shut down and removed at the end of the session.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+def answers(url: str) -> bool:
+    """True when something accepts TCP connections at the URL's host and port."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _program(*names: str) -> str:
+    for name in names:
+        found = shutil.which(name) or next(
+            (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None)
+        if found:
+            return found
+    raise RuntimeError(f"none of {names} is installed: install mariadb-server and redis-server")
+
+
+def _wait(url: str, process: subprocess.Popen[bytes], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the private {what} did not start")
+        time.sleep(0.2)
+
+
+def _stop_at_exit(process: subprocess.Popen[bytes], folder: Path) -> None:
+    def stop() -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(stop)
+
+
+def start_mariadb() -> str:
+    """A private MariaDB on a free port; returns its base URL (root, no password)."""
+    folder = Path(tempfile.mkdtemp(prefix="kmdb-mariadb-"))
+    data, port = folder / "data", free_port()
+    subprocess.run([_program("mariadb-install-db", "mysql_install_db"), "--no-defaults",
+                    f"--datadir={data}", "--user=root", "--auth-root-authentication-method=normal",
+                    "--skip-test-db"], check=True, capture_output=True)
+    process = subprocess.Popen(
+        [_program("mariadbd", "mysqld"), "--no-defaults", f"--datadir={data}", "--user=root",
+         f"--socket={folder / 'mariadb.sock'}", f"--port={port}", "--bind-address=127.0.0.1",
+         f"--pid-file={folder / 'mariadb.pid'}", "--skip-log-bin"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _stop_at_exit(process, folder)
+    url = f"mysql://root@127.0.0.1:{port}"
+    _wait(url, process, "MariaDB")
+    return url
+
+
+def start_redis() -> str:
+    """A private Redis on a free port that keeps nothing on disk; returns its URL."""
+    folder = Path(tempfile.mkdtemp(prefix="kmdb-redis-"))
+    port = free_port()
+    process = subprocess.Popen(
+        [_program("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _stop_at_exit(process, folder)
+    url = f"redis://127.0.0.1:{port}/0"
+    _wait(url, process, "Redis")
+    return url
