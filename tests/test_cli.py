@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,44 @@ def test_a_second_import_on_the_same_database_refuses(database: Database, tmp_pa
         second = cli("import", str(root), cwd=tmp_path, **env)
         assert second.returncode == 1
         assert "another kmdb-async import is running" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_without_database_url_commands_use_the_embedded_default(tmp_path: Path) -> None:
+    source = write_dir(tmp_path / "export", export_files())
+    done = cli("import", source, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "imported 3 revisions: 27 lines" in done.stdout
+    embedded = tmp_path / "kmdb.sqlite3"
+    with sqlite3.connect(embedded) as db:
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (18,)  # no filters here
+    again = cli("import", source, cwd=tmp_path)
+    assert "imported 0 revisions: 0 lines" in again.stdout
+
+    flushed = cli("flush", "--yes", cwd=tmp_path)
+    assert flushed.returncode == 0 and "sqlite:///kmdb.sqlite3" in flushed.stdout
+    with sqlite3.connect(embedded) as db:
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+
+
+def test_two_imports_on_one_embedded_file_refuse(tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    write_export(root, 30000, revisions=3, seed=5)
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'k.sqlite3'}", "KMDB_BATCH_SIZE": "20"}
+    first = subprocess.Popen([sys.executable, "-m", "kmdb_async", "import", str(root)],
+                             env={**os.environ, **env}, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "k.sqlite3.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        second = cli("import", str(root), cwd=tmp_path, **env)
+        assert second.returncode == 1
+        assert "another kmdb-async import is running" in second.stderr
+        assert f"process {first.pid}" in second.stderr
     finally:
         first.kill()
         first.wait()

@@ -90,3 +90,200 @@ def test_sigterm_and_sigint_save_progress_and_exit_promptly(
     assert "imported" in final.stdout
     database.close()
     assert database.dump() == reference.expected(root)
+
+
+# -- SIGKILL at named points, chosen by watching the database and Redis ----------------------
+#
+# No hook in the importer: the harness reads what a running import has done (PROCESSLIST,
+# the cursor, the rows) and kills when the moment has come; where it can, it checks after the
+# kill that the state it killed in really was that point. benchmarks/kill_points.py runs the
+# same points at random depths many times.
+
+VICTIM, VICTIM_ALIAS, VICTIM_EVENTS = "anon-victim", "99999999", 30
+OFFSET_MASK = (1 << 40) - 1
+POINTS = ("before-first-commit", "re-pointing", "mid-batch", "after-commit-before-cursor",
+          "mid-revision")
+
+
+def write_crash_export(root: Path, count: int, revisions: int, seed: int) -> None:
+    """write_export, plus a victim whose rows open revision 1 and an alias a third of the way
+    in that re-points them (the re-pointing UPDATE the harness catches)."""
+    paths = write_export(root, count, revisions=revisions, seed=seed)
+    lines = paths[0].read_bytes().splitlines(keepends=True)
+    head = [b'{"_n":"victim","_p":"%s","_t":1325376000,"i":%d}\n' % (VICTIM.encode(), i)
+            for i in range(VICTIM_EVENTS)]
+    alias = [b'{"_p":"%s","_p2":"%s","_t":1325376001}\n' % (VICTIM.encode(), VICTIM_ALIAS.encode())]
+    third = len(lines) // 3
+    paths[0].write_bytes(b"".join(head + lines[:third] + alias + lines[third:]))
+
+
+class Watch:
+    """What a running import has done, read from its database (and its Redis cursor)."""
+
+    def __init__(self, database: Database, root: Path, redis_prefix: str | None = None) -> None:
+        from .conftest import MYSQL, connect
+
+        self.database, self.redis_prefix = database, redis_prefix
+        self.sizes = {int(p.stem): p.stat().st_size for p in (root / "revisions").iterdir()}
+        self.admin = connect(f"{MYSQL}/mysql")
+
+    def close(self) -> None:
+        self.admin.close()
+
+    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self.admin.cursor() as cur:
+            cur.execute(query, args)
+            return list(cur.fetchall())
+
+    def has_schema(self) -> bool:
+        return bool(self.sql("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                             "AND TABLE_NAME = 'kmdb_runs'", (self.database.name,)))
+
+    def running(self, prefix: str) -> list[int]:
+        """Connections of the import running a statement that starts with ``prefix``."""
+        rows = self.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND "
+                        "INFO LIKE %s", (self.database.name, prefix + "%"))
+        return [row[0] for row in rows]
+
+    def lock_held(self) -> bool:
+        name = f"kmdb-async import {self.database.name}"
+        return self.sql("SELECT IS_USED_LOCK(%s)", (name,))[0][0] is not None
+
+    def events(self) -> int:
+        if not self.has_schema():
+            return 0
+        return int(self.sql(f"SELECT COUNT(*) FROM `{self.database.name}`.events")[0][0])
+
+    def cursor(self) -> dict[int, int]:
+        if self.redis_prefix is not None:
+            flat = subprocess.run(["redis-cli", "-u", REDIS, "HGETALL", f"{self.redis_prefix}:cursor"],
+                                  capture_output=True, text=True, timeout=10).stdout.split()
+            return {int(k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        if not self.has_schema():
+            return {}
+        rows = self.sql(f"SELECT revision, `offset` FROM `{self.database.name}`.kmdb_revisions")
+        return {int(r): int(o) for r, o in rows}
+
+    def committed_past_cursor(self) -> bool:
+        """Some committed event lies at or past its revision's saved cursor."""
+        if not self.has_schema():
+            return False
+        ends = self.sql(f"SELECT id >> 40, MAX(id & {OFFSET_MASK}) FROM "
+                        f"`{self.database.name}`.events GROUP BY 1")
+        cursor = self.cursor()
+        return any(end >= cursor.get(int(rev), 0) for rev, end in ends)
+
+    def mid_revision(self) -> bool:
+        return any(0 < offset < self.sizes[rev] for rev, offset in self.cursor().items())
+
+
+def kill_at(point: str, watch: Watch, command: list[str], env: dict[str, str], cwd: Path,
+            delay: float = 0.0, timeout: float = 60.0) -> str:
+    """Start an import, SIGKILL it at ``point`` (looked for after ``delay`` seconds).
+
+    Returns "confirmed" (the state after the kill shows the point), "reached" (seen just
+    before the kill), or "missed" (the import ended first).
+    """
+    database = watch.database
+    predicates = {
+        "before-first-commit": lambda: watch.lock_held() and watch.events() == 0,
+        "mid-batch": lambda: bool(watch.running("INSERT INTO `events`")
+                                  or watch.running("INSERT INTO `properties`")),
+        "after-commit-before-cursor": watch.committed_past_cursor,
+        "mid-revision": watch.mid_revision,
+        "re-pointing": lambda: bool(watch.running("UPDATE `events` SET `user_id`")),
+    }
+    confirms = {
+        "before-first-commit": lambda: watch.events() == 0,
+        "after-commit-before-cursor": watch.committed_past_cursor,
+        "mid-revision": watch.mid_revision,
+        "re-pointing": lambda: not database.query(
+            "SELECT 1 FROM aliases WHERE name2 = %s", (VICTIM,)),
+    }
+    blocker = None
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(delay)
+        deadline = time.monotonic() + timeout
+        if point == "re-pointing":
+            # Hold the victim's rows so the re-pointing UPDATE waits on them, in plain sight.
+            blocker = _hold_victim_rows(database, process, deadline)
+        while process.poll() is None and time.monotonic() < deadline:
+            if blocker is not None or point != "re-pointing":
+                if predicates[point]():
+                    process.send_signal(signal.SIGKILL)
+                    break
+            time.sleep(0.005)
+        process.wait(timeout=30)
+        if process.returncode != -signal.SIGKILL:
+            return "missed"
+        confirm = confirms.get(point)
+        if blocker is not None:
+            blocker.rollback()
+        return "confirmed" if confirm is not None and confirm() else "reached"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if blocker is not None:
+            blocker.close()
+        database.close()
+
+
+def _hold_victim_rows(database: Database, process: subprocess.Popen[bytes],
+                      deadline: float) -> Any:
+    """Once the victim's events are committed (and not yet re-pointed), lock them in a
+    READ COMMITTED transaction (record locks only: other inserts go on). None if too late."""
+    from .conftest import MYSQL, connect
+
+    conn = connect(f"{MYSQL}/mysql")  # the import's database may not exist yet
+    db = database.name
+    query = (f"SELECT e.id FROM `{db}`.events e JOIN `{db}`.users u ON u.id = e.origin_user_id "
+             "WHERE u.name = %s AND e.user_id = e.origin_user_id")
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                conn.begin()
+                if cur.execute(query + " FOR UPDATE", (VICTIM,)) == VICTIM_EVENTS:
+                    return conn
+                conn.rollback()
+        except Exception:  # the schema may not exist yet
+            conn.rollback()
+        time.sleep(0.005)
+    conn.close()
+    return None
+
+
+def crash_env(database: Database, redis_prefix: str | None) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20",
+           "KMDB_WRITERS": "3", "KMDB_FILES_IN_FLIGHT": "3"}
+    for name in ("KMDB_REDIS_URL", "KMDB_REDIS_PREFIX"):
+        env.pop(name, None)
+    if redis_prefix is not None:
+        env.update(KMDB_REDIS_URL=REDIS, KMDB_REDIS_PREFIX=redis_prefix)
+    return env
+
+
+@pytest.mark.parametrize("cursor", ["database", "redis"])
+def test_sigkill_at_each_named_point_then_rerun_gives_the_clean_rows(
+        database: Database, tmp_path: Path, redis_prefix: str, cursor: str) -> None:
+    root = tmp_path / "export"
+    write_crash_export(root, 12000, revisions=5, seed=17)
+    watch = Watch(database, root, redis_prefix if cursor == "redis" else None)
+    env = crash_env(database, watch.redis_prefix)
+    command = [sys.executable, "-m", "kmdb_async", "import", str(root)]
+    try:
+        outcomes = {point: kill_at(point, watch, command, env, tmp_path) for point in POINTS}
+    finally:
+        watch.close()
+    assert "missed" not in outcomes.values(), outcomes
+    assert outcomes["before-first-commit"] == "confirmed"
+    assert outcomes["re-pointing"] == "confirmed"
+
+    final = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert final.returncode == 0, final.stderr
+    database.close()
+    assert database.dump() == reference.expected(root)

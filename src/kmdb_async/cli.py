@@ -6,6 +6,7 @@ printed), 2 bad usage, 130/143 stopped by SIGINT/SIGTERM after saving progress.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
@@ -20,7 +21,11 @@ from .errors import KmdbError
 from .pipeline import Interrupted, run_import
 from .settings import Settings, load_dotenv
 from .state import open_cursor
+from .stats import read_stats
+from .status import read_status
+from .status import render as render_status
 from .store import open_store
+from .store.schema import BLACKLISTED_PROPERTIES, IGNORED_USERS, MAX_NAME, WHITELISTED_EVENTS
 
 T = TypeVar("T")
 EXIT_FAILED = 1
@@ -40,6 +45,25 @@ RedisOpt = Annotated[str | None, typer.Option(
 PrefixOpt = Annotated[str | None, typer.Option(
     "--redis-prefix", envvar="KMDB_REDIS_PREFIX", show_default=False,
     help="Prefix of this database's Redis keys [default: kmdb:HOST:PORT:DB].")]
+SourceArg = Annotated[str | None, typer.Argument(
+    metavar="[SOURCE]", show_default=False,
+    help="Export root: a directory or s3://bucket[/prefix] (same as --source).")]
+SourceOpt = Annotated[str | None, typer.Option(
+    "--source", envvar="KMDB_SOURCE", show_default=False,
+    help="Export root: a directory or s3://bucket[/prefix] [default: s3://$AWS_BUCKET].")]
+EndpointOpt = Annotated[str | None, typer.Option(
+    "--s3-endpoint-url", envvar="AWS_ENDPOINT_URL", show_default=False,
+    help="Endpoint of an S3-compatible store.")]
+AccessKeyOpt = Annotated[str | None, typer.Option(
+    envvar="AWS_ACCESS_KEY_ID", show_default=False, help="S3 access key.")]
+SecretKeyOpt = Annotated[str | None, typer.Option(
+    envvar="AWS_SECRET_ACCESS_KEY", show_default=False, help="S3 secret key.")]
+RegionOpt = Annotated[str, typer.Option(envvar="AWS_REGION", help="S3 region.")]
+MinRevisionOpt = Annotated[int, typer.Option(
+    envvar="KMDB_MIN_REVISION", min=1, help="First revision to import.")]
+LookaheadOpt = Annotated[int, typer.Option(
+    envvar="KMDB_REVISION_LOOKAHEAD", min=1,
+    help="Revisions probed past the last found one when the bucket cannot be listed.")]
 
 
 def _scrub(message: str, settings: Settings | None) -> str:
@@ -68,28 +92,17 @@ def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 @app.command("import")
 def import_(
-    source_arg: Annotated[str | None, typer.Argument(
-        metavar="[SOURCE]", show_default=False,
-        help="Export root: a directory or s3://bucket[/prefix] (same as --source).")] = None,
-    source: Annotated[str | None, typer.Option(
-        "--source", envvar="KMDB_SOURCE", show_default=False,
-        help="Export root: a directory or s3://bucket[/prefix] [default: s3://$AWS_BUCKET].")] = None,
+    source_arg: SourceArg = None,
+    source: SourceOpt = None,
     database_url: DatabaseOpt = None,
     redis_url: RedisOpt = None,
     redis_prefix: PrefixOpt = None,
-    s3_endpoint_url: Annotated[str | None, typer.Option(
-        "--s3-endpoint-url", envvar="AWS_ENDPOINT_URL", show_default=False,
-        help="Endpoint of an S3-compatible store.")] = None,
-    aws_access_key_id: Annotated[str | None, typer.Option(
-        envvar="AWS_ACCESS_KEY_ID", show_default=False, help="S3 access key.")] = None,
-    aws_secret_access_key: Annotated[str | None, typer.Option(
-        envvar="AWS_SECRET_ACCESS_KEY", show_default=False, help="S3 secret key.")] = None,
-    aws_region: Annotated[str, typer.Option(envvar="AWS_REGION", help="S3 region.")] = "us-east-1",
-    min_revision: Annotated[int, typer.Option(
-        envvar="KMDB_MIN_REVISION", min=1, help="First revision to import.")] = 1,
-    revision_lookahead: Annotated[int, typer.Option(
-        envvar="KMDB_REVISION_LOOKAHEAD", min=1,
-        help="Revisions probed past the last found one when the bucket cannot be listed.")] = 10,
+    s3_endpoint_url: EndpointOpt = None,
+    aws_access_key_id: AccessKeyOpt = None,
+    aws_secret_access_key: SecretKeyOpt = None,
+    aws_region: RegionOpt = "us-east-1",
+    min_revision: MinRevisionOpt = 1,
+    revision_lookahead: LookaheadOpt = 10,
     batch_size: Annotated[int, typer.Option(
         envvar="KMDB_BATCH_SIZE", min=1,
         help="Records per batch (advisory: a second's records stay together).")] = 1000,
@@ -154,6 +167,139 @@ async def _flush(settings: Settings) -> None:
             await cursor.close()
     finally:
         await store.close()
+
+
+@app.command()
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    top: Annotated[int, typer.Option(min=1, help="Rows of each ranking.")] = 10,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Counts, time range, top events, users with the most events, rejects of the last run."""
+    settings = Settings(database_url=database_url)
+    result = _run(settings, lambda: read_stats(settings, top))
+    typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2) if as_json else result.text())
+
+
+@app.command()
+def partition(
+    min_date: Annotated[str | None, typer.Option(
+        envvar="KMDB_MIN_DATE", show_default=False,
+        help="First day (YYYY-MM-DD) of the first partition; ignored for partitioned tables.")] = None,
+    max_date: Annotated[str | None, typer.Option(
+        envvar="KMDB_MAX_DATE", show_default=False,
+        help="Partitions reach at least this day (YYYY-MM-DD); later rows go to the catch-all.")] = None,
+    days_per_partition: Annotated[int, typer.Option(
+        envvar="KMDB_DAYS_PER_PARTITION", min=1, help="Days of one partition.")] = 7,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Partition events, properties and aliases by time (MariaDB/MySQL), or extend them to a
+    later max date. Rows are kept; the same arguments again change nothing."""
+    from .store.partitions import partition_tables  # MySQL-only: not loaded by other commands
+
+    settings = Settings(database_url=database_url, min_date=min_date, max_date=max_date,
+                        days_per_partition=days_per_partition)
+    _run(settings, lambda: partition_tables(settings, typer.echo))
+
+
+@app.command()
+def status(
+    source_arg: SourceArg = None,
+    source: SourceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    database_url: DatabaseOpt = None,
+    redis_url: RedisOpt = None,
+    redis_prefix: PrefixOpt = None,
+    s3_endpoint_url: EndpointOpt = None,
+    aws_access_key_id: AccessKeyOpt = None,
+    aws_secret_access_key: SecretKeyOpt = None,
+    aws_region: RegionOpt = "us-east-1",
+    min_revision: MinRevisionOpt = 1,
+    revision_lookahead: LookaheadOpt = 10,
+) -> None:
+    """Show what is imported, in progress and pending, the last run and the cursor's health,
+    changing nothing. Exit code 0 when all is imported, 3 when work is pending, 4 when the
+    cursor and the database disagree."""
+    settings = Settings(
+        database_url=database_url, redis_url=redis_url, redis_prefix=redis_prefix,
+        source=source_arg or source, s3_endpoint_url=s3_endpoint_url,
+        aws_access_key_id=aws_access_key_id, aws_secret_access_key=aws_secret_access_key,
+        aws_region=aws_region, min_revision=min_revision, revision_lookahead=revision_lookahead,
+    )
+    report = _run(settings, lambda: read_status(settings))
+    typer.echo(json.dumps(report, ensure_ascii=False) if as_json else render_status(report))
+    raise typer.Exit(report["exit_code"])
+
+
+NamesArg = Annotated[list[str], typer.Argument(metavar="NAME", show_default=False)]
+FILTER_COMMANDS = {  # command -> (table, what its names do)
+    "ignore-user": (IGNORED_USERS, "identities whose records are skipped"),
+    "whitelist-event": (WHITELISTED_EVENTS, "if not empty, only these events are imported"),
+    "blacklist-property": (BLACKLISTED_PROPERTIES, "property keys never stored"),
+}
+
+
+def _filter_app(table: str, what: str) -> typer.Typer:
+    """``add`` / ``remove`` / ``list`` of one filter table."""
+    sub = typer.Typer(no_args_is_help=True, help=f"Manage `{table}`: {what}. Changes apply to "
+                      "lines imported afterwards.")
+
+    @sub.command("add")
+    def add(names: NamesArg, database_url: DatabaseOpt = None) -> None:
+        """Add NAMEs (a name already there is left as it is)."""
+        settings, checked = Settings(database_url=database_url), _names(names)
+        added = _run(settings, lambda: _edit_filter(settings, table, checked, add=True))
+        typer.echo(f"{table}: added {len(added)} of {len(set(names))}" +
+                   (f": {', '.join(added)}" if added else ""))
+
+    @sub.command("remove")
+    def remove(names: NamesArg, database_url: DatabaseOpt = None) -> None:
+        """Remove NAMEs (a name that is not there is ignored)."""
+        settings, checked = Settings(database_url=database_url), _names(names)
+        gone = _run(settings, lambda: _edit_filter(settings, table, checked, add=False))
+        typer.echo(f"{table}: removed {len(gone)} of {len(set(names))}" +
+                   (f": {', '.join(gone)}" if gone else ""))
+
+    @sub.command("list")
+    def list_(database_url: DatabaseOpt = None) -> None:
+        """Print the names, one a line."""
+        settings = Settings(database_url=database_url)
+        for name in _run(settings, lambda: _list_filter(settings, table)):
+            typer.echo(name)
+
+    return sub
+
+
+def _names(names: list[str]) -> list[str]:
+    for name in names:
+        if len(name) > MAX_NAME:
+            raise typer.BadParameter(f"{name[:40]!r}... is longer than {MAX_NAME} characters")
+    return names
+
+
+async def _edit_filter(settings: Settings, table: str, names: list[str], add: bool) -> list[str]:
+    store = open_store(settings)
+    await store.open()
+    try:
+        await store.ensure_schema()
+        if add:
+            return await store.add_filter_names(table, names)
+        return await store.remove_filter_names(table, names)
+    finally:
+        await store.close()
+
+
+async def _list_filter(settings: Settings, table: str) -> list[str]:
+    store = open_store(settings)
+    await store.open(create=False)
+    try:
+        return await store.filter_names(table) if table in await store.table_names() else []
+    finally:
+        await store.close()
+
+
+for _command, (_table, _what) in FILTER_COMMANDS.items():
+    app.add_typer(_filter_app(_table, _what), name=_command)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -140,8 +140,12 @@ class Import:
             async with asyncio.TaskGroup() as tg:
                 for _ in range(max(1, self.settings.files_in_flight)):
                     tg.create_task(self._reader(pending, positions))
-        finally:
-            await self.decoded.put(None)
+        except asyncio.CancelledError:
+            # Only a stop() lets the rest drain; otherwise a sibling failed and nobody reads
+            # the queue any more (a blocking put here would hang the run forever).
+            if self.signum is None:
+                raise
+        await self.decoded.put(None)
 
     async def _reader(self, pending: Iterator[Revision], positions: dict[int, int]) -> None:
         for revision in pending:  # the readers share one iterator: each revision read once

@@ -122,6 +122,9 @@ class Settings:
     retry_attempts: int = 6  # tries of one transient operation before giving up
     retry_max_wait: float = 10.0  # seconds, cap of the exponential backoff between tries
     progress_interval: float = 5.0  # seconds between progress log lines (not on a terminal)
+    min_date: str | None = None  # YYYY-MM-DD: first day of the first time partition
+    max_date: str | None = None  # YYYY-MM-DD: time partitions reach at least this day
+    days_per_partition: int = 7  # days of one time partition
 
     def database_location(self) -> str:
         """DATABASE_URL, or the embedded default ``sqlite:///kmdb.sqlite3``."""

@@ -15,7 +15,9 @@ from typing import Any
 from ..resolver import Filters, ResolvedBatch
 from ..settings import Settings
 from . import schema
-from .schema import ALIASES, KEYS, REVISIONS, RUNS, USERS
+from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, RUNS, USERS
+
+FILTER_CHUNK = 500  # names per IN (...) lookup
 
 
 class UserCache:
@@ -61,8 +63,13 @@ class SQLStore:
 
     # -- what each database implements ---------------------------------------------------
 
-    async def open(self) -> None:
-        """Connect (creating the database when it is missing)."""
+    async def open(self, create: bool = True) -> None:
+        """Connect, creating the database when it is missing; with ``create`` False a missing
+        database is a TerminalError instead (for commands that change nothing)."""
+        raise NotImplementedError
+
+    async def table_names(self) -> set[str]:
+        """Names of the tables that exist in the database."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -104,11 +111,62 @@ class SQLStore:
 
     async def load_filters(self) -> Filters:
         """The filter tables (SPEC section 4), read at the start of a run."""
-        sets = []
-        for table in schema.FILTER_TABLES:
-            rows = await self.execute(f"SELECT `name` FROM `{table}`")
-            sets.append(frozenset(name for (name,) in rows))
-        return Filters(*sets)
+        return Filters(*[frozenset(await self.filter_names(t)) for t in schema.FILTER_TABLES])
+
+    async def filter_names(self, table: str) -> list[str]:
+        """The names in one filter table, in code point order."""
+        return [name for (name,) in await self.execute(
+            f"SELECT `name` FROM `{table}` ORDER BY `name`")]
+
+    async def _present(self, table: str, names: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(names), FILTER_CHUNK):
+            chunk = names[start:start + FILTER_CHUNK]
+            found.update(name for (name,) in await self.execute(
+                f"SELECT `name` FROM `{table}` WHERE `name` IN ({','.join(['%s'] * len(chunk))})",
+                chunk))
+        return found
+
+    async def add_filter_names(self, table: str, names: list[str]) -> list[str]:
+        """Add ``names`` to a filter table; returns those that were not there already."""
+        present = await self._present(table, names)
+        new = [name for name in dict.fromkeys(names) if name not in present]
+        for name in new:
+            await self.execute(f"INSERT INTO `{table}` (`name`) VALUES (%s)", (name,))
+        return new
+
+    async def remove_filter_names(self, table: str, names: list[str]) -> list[str]:
+        """Remove ``names`` from a filter table; returns those that were there."""
+        present = await self._present(table, names)
+        gone = [name for name in dict.fromkeys(names) if name in present]
+        for name in gone:
+            await self.execute(f"DELETE FROM `{table}` WHERE `name` = %s", (name,))
+        return gone
+
+    # -- what ``status`` reads -------------------------------------------------------------
+
+    async def count_rows(self, table: str) -> int:
+        return int((await self.execute(f"SELECT COUNT(*) FROM `{table}`"))[0][0])
+
+    async def event_time_range(self) -> tuple[str, str] | None:
+        """The earliest and latest ``events.t`` (UTC, ``YYYY-MM-DD HH:MM:SS``); None if empty."""
+        [(first, last)] = await self.execute(f"SELECT MIN(`t`), MAX(`t`) FROM `{EVENTS}`")
+        return None if first is None else (str(first), str(last))
+
+    async def last_run(self) -> tuple[str, str, str, dict[str, Any]] | None:
+        """The latest ``kmdb_runs`` row: started, finished (UTC), status, summary."""
+        rows = await self.execute(f"SELECT `started_at`, `finished_at`, `status`, `summary` "
+                                  f"FROM `{RUNS}` ORDER BY `id` DESC LIMIT 1")
+        if not rows:
+            return None
+        started, finished, status, summary = rows[0]
+        return str(started), str(finished), str(status), json.loads(summary)
+
+    async def max_row_id(self, low: int, high: int) -> int | None:
+        """The largest events or properties id in ``[low, high)``; None when there is none."""
+        tops = [(await self.execute(f"SELECT MAX(`id`) FROM `{table}` WHERE `id` >= %s AND "
+                                    "`id` < %s", (low, high)))[0][0] for table in (EVENTS, PROPERTIES)]
+        return max((int(top) for top in tops if top is not None), default=None)
 
     async def load_aliases(self) -> list[tuple[str, str]]:
         """Every alias pair ever imported: the alias graph is rebuilt from them."""

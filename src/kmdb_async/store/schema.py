@@ -23,7 +23,22 @@ FILTER_TABLES = (IGNORED_USERS, WHITELISTED_EVENTS, BLACKLISTED_PROPERTIES)
 #: Tables emptied by ``kmdb-async flush`` (the filter tables are the user's and stay).
 DATA_TABLES = (EVENTS, PROPERTIES, ALIASES, USERS, KEYS, REVISIONS, RUNS)
 
-NAME = "VARCHAR(255) NOT NULL"
+MAX_NAME = 255  # characters of a key, event name, identity or filter name
+NAME = f"VARCHAR({MAX_NAME}) NOT NULL"
+ALIAS_PAIR_INDEX = "index_aliases_on_name1_and_name2"
+
+#: Tables that ``kmdb-async partition`` partitions by RANGE COLUMNS on this column (MySQL only).
+PARTITIONED_TABLES = (EVENTS, PROPERTIES, ALIASES)
+PARTITION_COLUMN = "t"
+#: Key changes made with the partitioning: MySQL requires every unique key (the primary key
+#: included) to contain the partitioning column. A line's ``t`` never changes, so (id, t) is
+#: as unique as id; the alias pair stays unique through MySQLStore.write_links' locking.
+PARTITION_KEYS = {
+    EVENTS: "DROP PRIMARY KEY, ADD PRIMARY KEY (`id`, `t`)",
+    PROPERTIES: "DROP PRIMARY KEY, ADD PRIMARY KEY (`id`, `t`)",
+    ALIASES: f"DROP PRIMARY KEY, ADD PRIMARY KEY (`id`, `t`), DROP INDEX `{ALIAS_PAIR_INDEX}`, "
+    f"ADD KEY `{ALIAS_PAIR_INDEX}` (`name1`, `name2`)",
+}
 
 
 def ddl(binary_collation: str) -> list[str]:
@@ -67,7 +82,7 @@ def ddl(binary_collation: str) -> list[str]:
             `name1` {NAME},
             `name2` {NAME},
             `t` DATETIME NOT NULL,
-            UNIQUE KEY `index_aliases_on_name1_and_name2` (`name1`, `name2`),
+            UNIQUE KEY `{ALIAS_PAIR_INDEX}` (`name1`, `name2`),
             KEY `index_aliases_on_name2` (`name2`)
         ) {table}""",
         *(

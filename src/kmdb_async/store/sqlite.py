@@ -91,7 +91,10 @@ class SQLiteStore(SQLStore):
 
     # -- connection ------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, create: bool = True) -> None:
+        if not create and not self.path.is_file():
+            raise TerminalError(f"the embedded database {self.path} does not exist: nothing "
+                                "was imported into it")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -146,6 +149,10 @@ class SQLiteStore(SQLStore):
         """One statement (``%s`` placeholders, as for MariaDB); returns its rows."""
         values = tuple(args)
         return await self._run(lambda db: db.execute(sql.replace("%s", "?"), values).fetchall())
+
+    async def table_names(self) -> set[str]:
+        rows = await self.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in rows}
 
     # -- schema, lock, flush ---------------------------------------------------------------
 

@@ -1,0 +1,210 @@
+"""Import throughput and memory, side by side with named baselines, in one run.
+
+    python benchmarks/run.py --lines 1000000 [--skip-s3] [--json out.json] [--png out.png]
+
+Measures on the same MariaDB, same schema (all of km-db's indexes), same generated export:
+  (a) kmdb-async import from a local directory
+  (b) kmdb-async import from moto's S3 server (in this process, loopback)
+  (c) LOAD DATA LOCAL INFILE of exactly the rows (a) produced, into fresh tables of the same
+      schema, one statement per table with unique_checks=0, foreign_key_checks=0: the server's
+      own ingest limit
+  (d) a naive importer: json.loads per line, one connection, executemany by 1000
+  (e) decode only: read and decode the files, no database
+Each runs in a subprocess; peak RSS is that subprocess's. Prints a table, writes JSON and, when
+matplotlib is installed, a PNG chart. Server settings are recorded: they decide the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+from tests.exportgen import write_export  # noqa: E402
+
+MYSQL = dict(host="127.0.0.1", port=3306, user="root", password="", charset="utf8mb4")
+TABLES = ("events", "properties", "users", "keys", "aliases")
+
+
+def admin(db: str | None = None, **kw: Any) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+    return pymysql.connect(**MYSQL, database=db, autocommit=True, **kw)  # type: ignore[arg-type]
+
+
+def fresh_db(name: str) -> str:
+    with admin() as conn, conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin")
+    return name
+
+
+def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Run ``command``; returns (wall seconds, peak RSS in MB) of that process."""
+    t0 = time.perf_counter()
+    process = subprocess.Popen(command, env={**os.environ, **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise SystemExit(f"{command[:4]} failed: {process.stderr.read().decode() if process.stderr else ''}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def row_count(db: str) -> dict[str, int]:
+    with admin(db) as conn, conn.cursor() as cur:
+        counts = {}
+        for table in TABLES:
+            cur.execute(f"SELECT COUNT(*) FROM `{table}`")
+            counts[table] = cur.fetchone()[0]
+        return counts
+
+
+def kmdb_import(source: str, db: str, extra: dict[str, str]) -> tuple[float, float]:
+    env = {"DATABASE_URL": f"mysql://root@127.0.0.1:3306/{db}", **extra}
+    return measured([sys.executable, "-m", "kmdb_async", "import", source,
+                     "--rejects", os.devnull], env)
+
+
+def load_data(source_db: str, target_db: str, folder: Path) -> float:
+    """(c): dump (a)'s rows to TSV, then time one LOAD DATA LOCAL per table into copies."""
+    with admin(target_db, local_infile=True) as conn, conn.cursor() as cur:
+        for table in TABLES:
+            cur.execute(f"CREATE TABLE `{table}` LIKE `{source_db}`.`{table}`")
+        files = {}
+        for table in TABLES:
+            path = folder / f"{table}.tsv"
+            cur.execute(f"SELECT * FROM `{source_db}`.`{table}`")
+            with path.open("w", encoding="utf-8") as out:
+                for row in cur.fetchall():
+                    out.write("\t".join(_tsv(v) for v in row) + "\n")
+            files[table] = path
+        cur.execute("SET unique_checks = 0, foreign_key_checks = 0, sql_log_bin = 0")
+        t0 = time.perf_counter()
+        for table, path in files.items():
+            cur.execute(f"LOAD DATA LOCAL INFILE %s INTO TABLE `{table}` CHARACTER SET utf8mb4 "
+                        "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'",
+                        (str(path),))
+        return time.perf_counter() - t0
+
+
+def _tsv(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def server_settings() -> dict[str, Any]:
+    with admin() as conn, conn.cursor() as cur:
+        cur.execute("SELECT VERSION(), @@innodb_buffer_pool_size, @@innodb_log_file_size, "
+                    "@@innodb_flush_log_at_trx_commit, @@max_allowed_packet")
+        names = ("version", "innodb_buffer_pool_size", "innodb_log_file_size",
+                 "innodb_flush_log_at_trx_commit", "max_allowed_packet")
+        return dict(zip(names, cur.fetchone(), strict=True))
+
+
+def s3_source(export: Path) -> tuple[Any, dict[str, str], str]:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.services import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench",
+                      aws_secret_access_key="bench", region_name="us-east-1")
+    s3.create_bucket(Bucket="bench")
+    for path in sorted((export / "revisions").iterdir()):
+        s3.upload_file(str(path), "bench", f"revisions/{path.name}")
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+    return server, env, "s3://bench"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--revisions", type=int, default=8)
+    parser.add_argument("--skip-s3", action="store_true")
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--json", type=Path, default=Path("benchmark.json"))
+    parser.add_argument("--png", type=Path, default=Path("benchmark.png"))
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="kmdb-bench-"))
+    export = work / "export"
+    write_export(export, args.lines, revisions=args.revisions, seed=42)
+    megabytes = sum(p.stat().st_size for p in (export / "revisions").iterdir()) / 1e6
+    results: dict[str, dict[str, float]] = {}
+
+    def record(name: str, wall: float, rss: float, rows: int) -> None:
+        results[name] = {"wall_s": wall, "lines_per_s": args.lines / wall, "rows_per_s": rows / wall,
+                         "mb_per_s": megabytes / wall, "peak_rss_mb": rss}
+        print(f"  {name}: {wall:.1f} s", flush=True)
+
+    wall, rss = measured([sys.executable, str(ROOT / "benchmarks" / "decode_only.py"), str(export)])
+    record("(e) decode only", wall, rss, 0)
+
+    wall, rss = kmdb_import(str(export), fresh_db("kmdb_bench_a"), {})
+    rows = sum(row_count("kmdb_bench_a").values())
+    record("(a) kmdb-async, directory", wall, rss, rows)
+
+    if not args.skip_s3:
+        server, env, url = s3_source(export)
+        try:
+            wall, rss = kmdb_import(url, fresh_db("kmdb_bench_b"), env)
+            record("(b) kmdb-async, S3 (moto)", wall, rss, sum(row_count("kmdb_bench_b").values()))
+        finally:
+            server.stop()
+
+    wall = load_data("kmdb_bench_a", fresh_db("kmdb_bench_c"), work)
+    record("(c) LOAD DATA LOCAL (server limit)", wall, 0.0, rows)
+
+    if not args.skip_naive:
+        wall, rss = measured([sys.executable, str(ROOT / "benchmarks" / "naive.py"), str(export),
+                              fresh_db("kmdb_bench_d")])
+        record("(d) naive importer", wall, rss, sum(row_count("kmdb_bench_d").values()))
+
+    limit = results["(c) LOAD DATA LOCAL (server limit)"]["wall_s"]
+    naive = results.get("(d) naive importer", {}).get("wall_s")
+    print(f"\n{args.lines:,} lines, {megabytes:.1f} MB, {rows:,} rows; server: {server_settings()}\n")
+    print(f"{'':38} {'wall s':>8} {'lines/s':>9} {'rows/s':>9} {'MB/s':>6} {'RSS MB':>7} "
+          f"{'x (c)':>6} {'(d)/x':>6}")
+    for name, r in results.items():
+        vs_naive = f"{naive / r['wall_s']:6.2f}" if naive else "     -"
+        print(f"{name:38} {r['wall_s']:8.1f} {r['lines_per_s']:9,.0f} {r['rows_per_s']:9,.0f} "
+              f"{r['mb_per_s']:6.2f} {r['peak_rss_mb']:7.0f} {r['wall_s'] / limit:6.2f} {vs_naive}")
+    args.json.write_text(json.dumps({"lines": args.lines, "megabytes": megabytes, "rows": rows,
+                                     "server": server_settings(), "results": results}, indent=2,
+                                    default=str))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        names = list(results)
+        ax.barh(names, [results[n]["lines_per_s"] for n in names])
+        ax.set_xlabel("lines/s")
+        ax.set_title(f"kmdb-async, {args.lines:,} lines")
+        fig.tight_layout()
+        fig.savefig(args.png)
+    except ImportError:
+        print("(matplotlib not installed: no chart)")
+
+
+if __name__ == "__main__":
+    main()
