@@ -19,7 +19,7 @@ import pymysql
 from pymysql.converters import escape_string
 
 from ..errors import KmdbError, TerminalError, TransientError, retrying
-from ..resolver import ResolvedBatch
+from ..resolver import Repoint, ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
 from .base import SQLStore
@@ -249,15 +249,9 @@ class MySQLStore(SQLStore):
             async with self._links, self._cursor(transaction=True) as cur:
                 if rb.aliases:
                     await _upsert_aliases(cur, rb.aliases)
-                for rp in rb.repoints:
-                    users = ",".join(["%s"] * len(rp.user_ids))
-                    members = ",".join(["%s"] * len(rp.member_ids))
-                    for table in (EVENTS, PROPERTIES):
-                        await cur.execute(
-                            f"UPDATE `{table}` SET `user_id` = %s WHERE `user_id` IN ({users}) "
-                            f"AND `origin_user_id` IN ({members}) AND `user_id` <> %s",
-                            (rp.canonical_id, *rp.user_ids, *rp.member_ids, rp.canonical_id),
-                        )
+                for table in (EVENTS, PROPERTIES):
+                    for statement in repoint_statements(table, rb.repoints):
+                        await cur.execute(statement)
 
         await self._retry(op)
 
@@ -352,6 +346,25 @@ def bulk_insert(head: str, values: Iterable[str]) -> Iterator[str]:
             chunk, size = [], 0
     if chunk:
         yield head + ",".join(chunk) + UPSERT_NOTHING
+
+
+REPOINT_PAIRS = 5000  # (user, origin) pairs per re-pointing UPDATE
+
+
+def repoint_statements(table: str, repoints: list[Repoint]) -> Iterator[str]:
+    """UPDATEs moving each group's rows onto its canonical user: one per table per batch.
+
+    A row moves when its origin is a member of a touched group and it points at any user of
+    that group; ``(user_id, origin_user_id) IN (...)`` is a range scan of the user index, and
+    one statement replaces a round trip per group. Groups never share members, so the CASE
+    on the origin picks each row's canonical user. Ids are ints: nothing needs escaping.
+    """
+    canonical = {m: rp.canonical_id for rp in repoints for m in rp.member_ids}
+    pairs = [f"({u:d},{m:d})" for rp in repoints for u in rp.user_ids for m in rp.member_ids]
+    case = " ".join(f"WHEN {m:d} THEN {c:d}" for m, c in canonical.items())
+    for start in range(0, len(pairs), REPOINT_PAIRS):
+        yield (f"UPDATE `{table}` SET `user_id` = CASE `origin_user_id` {case} END "
+               f"WHERE (`user_id`, `origin_user_id`) IN ({','.join(pairs[start:start + REPOINT_PAIRS])})")
 
 
 def _ident(name: str) -> str:
