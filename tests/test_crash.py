@@ -68,7 +68,7 @@ def test_sigkill_part_way_then_rerun_gives_the_clean_rows(
 def test_sigterm_and_sigint_save_progress_and_exit_promptly(
         database: Database, tmp_path: Path, signum: int) -> None:
     root = tmp_path / "export"
-    write_export(root, 12000, revisions=4, seed=13)
+    write_export(root, 40000, revisions=4, seed=13)  # long enough to be interrupted
     env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "2"}
     command = [sys.executable, "-m", "kmdb_async", "import", str(root)]
     process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,

@@ -263,3 +263,31 @@ async def test_strict_stops_at_the_first_reject(
 
     with pytest.raises(TerminalError, match="revision 1 byte"):
         await run_import(replace(settings_for(database, source), strict=True))
+
+
+async def test_exact_strings_duplicates_and_long_values_survive_the_round_trip(
+        database: Database, tmp_path: Path) -> None:
+    long_value = "é" * 70_000  # 140,000 bytes: cut to 65,535 characters, and counted
+    lines = [
+        b'{"_n":"Signed Up","_p":"Anon-X","_t":10}',
+        b'{"_n":"signed up","_p":"anon-x","_t":10}',
+        b'{"_n":"signed up ","_p":"anon-x ","_t":10}',
+        b'{"_n":"Signed Up","_p":"Anon-X","_t":10}',  # an exact duplicate line: kept
+        json.dumps({"_p": "\U0001f600'; DROP TABLE events; --", "_t": 11, "q\\\"k": long_value,
+                    "emoji \U0001f680": "\U0001f680"}, ensure_ascii=False).encode(),
+    ]
+    source = write_dir(tmp_path / "export", {"revisions/1.json": body(lines)})
+    summary = await run_import(settings_for(database, source))
+
+    assert summary.truncated == 1
+    names = {n for (n,) in database.query("SELECT name FROM users")}
+    assert names == {"Anon-X", "anon-x", "anon-x ", "\U0001f600'; DROP TABLE events; --"}
+    keys = {k for (k,) in database.query("SELECT string FROM `keys`")}
+    assert {"Signed Up", "signed up", "signed up ", 'q\\"k', "emoji \U0001f680"} <= keys
+    rows = database.dump()
+    assert [(name, user) for _, _, name, user, _ in rows["events"]] == [
+        ("Signed Up", "Anon-X"), ("signed up", "anon-x"), ("signed up ", "anon-x "),
+        ("Signed Up", "Anon-X")]
+    values = {key: value for _, _, _, _, key, value in rows["properties"]}
+    assert values["emoji \U0001f680"] == "\U0001f680"
+    assert values['q\\"k'] == "é" * 65_535

@@ -739,3 +739,48 @@ def test_mixed_dirt_keeps_every_invariant_and_splits_anywhere(
     for begin, end in zip([0, *cuts], [*cuts, len(body)], strict=True):
         items += decoder.feed(body[begin:end])
     assert items + decoder.flush() == whole
+
+
+# SPEC 5 promise: nothing in the input can crash the decoder. Mixtures of everything hostile at
+# once: any JSON (not only objects), bytes spliced anywhere into valid lines (NUL, invalid
+# UTF-8, stray backslashes and octal-looking escapes), huge lines, deep mixed nesting.
+splice_bytes = st.sampled_from([b"\x00", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\\", b"\\400",
+                                b"\\3", b"\\303\\251", b"\\\\303", b'"', b"\x1f", b"\r"])
+
+
+@st.composite
+def spliced(draw: st.DrawFn) -> bytes:
+    line = json.dumps(draw(export_objects())[0], ensure_ascii=draw(st.booleans())).encode()
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(line)))
+        line = line[:at] + draw(splice_bytes) + line[at:]
+    return line
+
+
+def deep_mixed(depth: int, objects_first: bool) -> bytes:
+    opens = b"".join(b'{"a":' if (i % 2 == 0) == objects_first else b"[" for i in range(depth))
+    closes = b"".join(b"}" if (i % 2 == 0) == objects_first else b"]" for i in reversed(range(depth)))
+    return b'{"_p":"u","_t":1,"v":' + opens + b"1" + closes + b"}"
+
+
+hostile_lines = st.one_of(
+    json_values.map(lambda v: json.dumps(v, ensure_ascii=False).encode()),
+    spliced(),
+    st.builds(deep_mixed, st.integers(1, 5000), st.booleans()),
+    st.integers(60_000, 400_000).map(lambda n: b'{"_p":"u","_t":1,"v":"' + b"\\303\\251" * (n // 8)
+                                       + b"x" * (n % 8) + b'"}'),
+    st.integers(10_000, 100_000).map(lambda n: b'{"_p":"' + b"\xff" * n + b'","_t":1}'),
+    st.binary(min_size=1, max_size=200).map(one_line),
+)
+
+
+@given(st.lists(hostile_lines, min_size=1, max_size=8), line_endings, st.data())
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_hostile_mixtures_never_raise_and_give_a_record_or_a_reason_per_line(
+    lines: list[bytes], endings: list[bytes], data: st.DataObject
+) -> None:
+    body = b"".join(one_line(line) + ending for line, ending in zip(lines, endings, strict=False))
+    whole = check_decoding(body)
+    cut = data.draw(st.integers(0, len(body)))
+    decoder = LineDecoder()
+    assert decoder.feed(body[:cut]) + decoder.feed(body[cut:]) + decoder.flush() == whole
