@@ -32,7 +32,7 @@ from .records import LineDecoder
 from .report import Reporter, Summary
 from .resolver import MAX_REVISION, ResolvedBatch, Resolver
 from .settings import Settings
-from .sources import Revision, Source, open_source
+from .sources import Revision, Source, source_for
 from .state import Cursor, open_cursor
 from .store import SQLStore, open_store
 
@@ -229,7 +229,7 @@ async def run_import(settings: Settings) -> Summary:
     summary = Summary()
     t0 = time.monotonic()
     store = open_store(settings)
-    location = settings.source_location()
+    settings.source_location()  # no source is a clean error before anything is touched
     await store.open()
     try:
         await store.acquire_import_lock()
@@ -238,15 +238,7 @@ async def run_import(settings: Settings) -> Summary:
         graph.link_all(await store.load_aliases())
         resolver = Resolver(store, graph, await store.load_filters())
         cursor = open_cursor(settings, store)
-        source = open_source(
-            location,
-            endpoint_url=settings.s3_endpoint_url,
-            access_key=settings.aws_access_key_id,
-            secret_key=settings.aws_secret_access_key,
-            min_revision=settings.min_revision,
-            lookahead=settings.revision_lookahead,
-            region=settings.aws_region,
-        )
+        source = source_for(settings)
         try:
             positions = await cursor.load()
             revisions = [

@@ -19,7 +19,7 @@ from typing import Any
 
 from .resolver import REVISION_SHIFT, row_id
 from .settings import Settings
-from .sources import Revision, open_source
+from .sources import Revision, source_for
 from .state import open_cursor
 from .store import open_store
 from .store.schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, RUNS, USERS
@@ -171,7 +171,7 @@ async def gather(settings: Settings) -> Facts:
             positions = await cursor.load() if not uses_db or REVISIONS in names else {}
         finally:
             await cursor.close()
-        revisions = await _listing(settings, location)
+        revisions = await _listing(settings)
         facts = Facts(database=settings.database_label(), source=location,
                       cursor_kind="database" if uses_db else "redis", revisions=revisions,
                       min_revision=settings.min_revision, positions=positions)
@@ -194,16 +194,8 @@ async def gather(settings: Settings) -> Facts:
         await store.close()
 
 
-async def _listing(settings: Settings, location: str) -> list[Revision]:
-    source = open_source(
-        location,
-        endpoint_url=settings.s3_endpoint_url,
-        access_key=settings.aws_access_key_id,
-        secret_key=settings.aws_secret_access_key,
-        min_revision=settings.min_revision,
-        lookahead=settings.revision_lookahead,
-        region=settings.aws_region,
-    )
+async def _listing(settings: Settings) -> list[Revision]:
+    source = source_for(settings)
     try:
         return await source.revisions()
     finally:

@@ -16,6 +16,7 @@ from typing import Protocol
 import msgspec
 
 from kmdb_async.errors import TerminalError
+from kmdb_async.settings import Settings
 
 #: Chunk size of streamed bytes (bytes): large enough to amortise per-chunk work, small
 #: enough that many revisions can be in flight at once.
@@ -129,3 +130,16 @@ __all__ = [
     "revision_key",
     "revision_number",
 ]
+
+
+def source_for(settings: Settings) -> Source:
+    """The source the settings name (``--source``, else ``s3://$AWS_BUCKET``), not yet used."""
+    return open_source(
+        settings.source_location(),
+        endpoint_url=settings.s3_endpoint_url,
+        access_key=settings.aws_access_key_id,
+        secret_key=settings.aws_secret_access_key,
+        min_revision=settings.min_revision,
+        lookahead=settings.revision_lookahead,
+        region=settings.aws_region,
+    )
