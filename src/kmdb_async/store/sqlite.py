@@ -57,6 +57,17 @@ def ddl() -> list[str]:
     ]
 
 
+async def _in_thread(call: Callable[[], T]) -> T:
+    """``call()`` in a worker thread. If we are cancelled, wait for the thread all the same:
+    the connection must not be closed (or reused) while it still runs there."""
+    future = asyncio.get_running_loop().run_in_executor(None, call)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        raise
+
+
 def hold_lock(path: Path) -> IO[str]:
     """Lock ``path`` for this process (it records our pid) or refuse, naming the holder."""
     handle = path.open("a+")
@@ -136,7 +147,7 @@ class SQLiteStore(SQLStore):
             with attempt:
                 try:
                     async with self._busy:
-                        return await asyncio.to_thread(call)
+                        return await _in_thread(call)
                 except sqlite3.OperationalError as e:
                     if "locked" in str(e) or "busy" in str(e):
                         raise TransientError(f"embedded database {self.path}: {e}") from None
