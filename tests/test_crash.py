@@ -287,3 +287,33 @@ def test_sigkill_at_each_named_point_then_rerun_gives_the_clean_rows(
     assert final.returncode == 0, final.stderr
     database.close()
     assert database.dump() == reference.expected(root)
+
+
+def test_a_lost_import_lock_is_taken_back_so_a_second_import_still_refuses(
+        database: Database, tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    write_export(root, 40000, revisions=4, seed=21)
+    env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "2"}
+    command = [sys.executable, "-m", "kmdb_async", "import", str(root)]
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_rows(database, 300, first)
+        lock = f"kmdb-async import {database.name}"
+        [(holder,)] = database.query("SELECT IS_USED_LOCK(%s)", (lock,))
+        database.query(f"KILL CONNECTION {int(holder)}")  # the lock dies with its connection
+        time.sleep(1.5)
+        assert first.poll() is None, "the import ended before the test could check the lock"
+        [(again,)] = database.query("SELECT IS_USED_LOCK(%s)", (lock,))
+        assert again is not None and again != holder  # taken back on a new connection
+        second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1 and "another kmdb-async import is running" in second.stderr
+        _, stderr = first.communicate(timeout=300)
+        assert first.returncode == 0, stderr
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    database.close()
+    assert database.dump() == reference.expected(root)

@@ -206,6 +206,7 @@ class Import:
         summary.bytes += batch.end - batch.start
         if self.watermark.commit(batch.revision, batch.start, batch.end):
             async with self._cursor_lock:  # saves in order: the stored cursor never moves back
+                await self.store.keep_import_lock()  # a lost lock lets a second import start
                 await self.cursor.save(batch.revision, self.watermark.offset(batch.revision))
         if batch.last:
             summary.revisions += 1

@@ -87,6 +87,9 @@ class SQLStore:
         """Hold this database's import lock until close, or refuse naming the holder."""
         raise NotImplementedError
 
+    async def keep_import_lock(self) -> None:
+        """Make sure the import lock is still ours (the embedded store's cannot be lost)."""
+
     async def flush(self) -> None:
         """Empty the imported data and progress (filter tables stay)."""
         raise NotImplementedError

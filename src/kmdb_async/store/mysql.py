@@ -193,6 +193,24 @@ class MySQLStore(SQLStore):
                 f"(MariaDB connection {holder}); wait for it to finish"
             )
 
+    async def keep_import_lock(self) -> None:
+        """Check we still hold the import lock. A dropped lock connection drops the lock: take it
+        back, or stop (TerminalError) when another import took it meanwhile."""
+        conn = self._lock_conn
+        if conn is not None and not conn.closed:
+            try:
+                async with conn.cursor() as cur:
+                    await cur.execute("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()",
+                                      (LOCK_PREFIX + self.url.database,))
+                    (held,) = await cur.fetchone()
+                if held == 1:
+                    return
+            except DRIVER_ERRORS:
+                pass
+            conn.close()
+        self._lock_conn = None
+        await self.acquire_import_lock()
+
     async def flush(self) -> None:
         """Empty the imported data and progress (filter tables stay)."""
         for table in schema.DATA_TABLES:
