@@ -44,6 +44,17 @@ def connect(url: str) -> pymysql.connections.Connection:  # type: ignore[type-ar
                            database=u.database, charset="utf8mb4", autocommit=True)
 
 
+def database_exists(name: str) -> bool:
+    """Whether the MariaDB database ``name`` exists (commands that only read must not create it)."""
+    admin = connect(f"{MYSQL}/mysql")
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
+            return cur.fetchone() is not None
+    finally:
+        admin.close()
+
+
 class Database:
     """A throwaway MariaDB database: its URL and a sync connection for assertions."""
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from kmdb_async.cli import app
 
-from .conftest import MYSQL, REDIS, Database, connect
+from .conftest import REDIS, Database, database_exists
 from .test_cli import cli
 from .test_import import export_files, write_dir
 
@@ -56,16 +56,6 @@ def test_list_on_a_missing_database_changes_nothing(make_database: Any, tmp_path
     listed = cli("whitelist-event", "list", cwd=tmp_path, DATABASE_URL=database.url)
     assert listed.returncode == 1 and "does not exist" in listed.stderr
     assert not database_exists(database.name)
-
-
-def database_exists(name: str) -> bool:
-    admin = connect(f"{MYSQL}/mysql")
-    try:
-        with admin.cursor() as cur:
-            cur.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
-            return cur.fetchone() is not None
-    finally:
-        admin.close()
 
 
 def test_filters_apply_to_what_is_imported_after_they_change(

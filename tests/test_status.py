@@ -22,7 +22,7 @@ from kmdb_async.status import (
 )
 from kmdb_async.store import open_store
 
-from .conftest import MYSQL, REDIS, Database, connect, settings_for
+from .conftest import REDIS, Database, database_exists, settings_for
 from .test_cli import cli
 from .test_import import REV1, REV3, body, export_files
 
@@ -91,16 +91,6 @@ def status_cli(settings: Any, *args: str) -> Any:
            "AWS_SECRET_ACCESS_KEY": "testing", "KMDB_REDIS_URL": REDIS,
            "KMDB_REDIS_PREFIX": settings.redis_prefix}
     return cli("status", *args, **env)
-
-
-def database_exists(name: str) -> bool:
-    admin = connect(f"{MYSQL}/mysql")
-    try:
-        with admin.cursor() as cur:
-            cur.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
-            return cur.fetchone() is not None
-    finally:
-        admin.close()
 
 
 async def test_status_follows_an_s3_import_with_a_redis_cursor(

@@ -244,21 +244,21 @@ def _filter_app(table: str, what: str) -> typer.Typer:
     sub = typer.Typer(no_args_is_help=True, help=f"Manage `{table}`: {what}. Changes apply to "
                       "lines imported afterwards.")
 
+    def edit(names: list[str], database_url: str | None, add: bool) -> None:
+        settings, checked = Settings(database_url=database_url), _names(names)
+        changed = _run(settings, lambda: _edit_filter(settings, table, checked, add=add))
+        typer.echo(f"{table}: {'added' if add else 'removed'} {len(changed)} of {len(set(names))}"
+                   + (f": {', '.join(changed)}" if changed else ""))
+
     @sub.command("add")
     def add(names: NamesArg, database_url: DatabaseOpt = None) -> None:
         """Add NAMEs (a name already there is left as it is)."""
-        settings, checked = Settings(database_url=database_url), _names(names)
-        added = _run(settings, lambda: _edit_filter(settings, table, checked, add=True))
-        typer.echo(f"{table}: added {len(added)} of {len(set(names))}" +
-                   (f": {', '.join(added)}" if added else ""))
+        edit(names, database_url, add=True)
 
     @sub.command("remove")
     def remove(names: NamesArg, database_url: DatabaseOpt = None) -> None:
         """Remove NAMEs (a name that is not there is ignored)."""
-        settings, checked = Settings(database_url=database_url), _names(names)
-        gone = _run(settings, lambda: _edit_filter(settings, table, checked, add=False))
-        typer.echo(f"{table}: removed {len(gone)} of {len(set(names))}" +
-                   (f": {', '.join(gone)}" if gone else ""))
+        edit(names, database_url, add=False)
 
     @sub.command("list")
     def list_(database_url: DatabaseOpt = None) -> None:

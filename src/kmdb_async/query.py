@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import (
     BigInteger,
@@ -133,7 +133,30 @@ class User(Base):
         return f"<User {self.name!r}>"
 
 
-class Event(Base):
+class TimeScopes:
+    """km-db's time scopes, shared by events and properties (both have ``t`` and ``id``)."""
+
+    if TYPE_CHECKING:  # mapped by each model itself
+        t: Mapped[datetime]
+        id: Mapped[int]
+
+    @classmethod
+    def after(cls, t: datetime) -> ColumnElement[bool]:
+        """Rows at ``t`` or later (UTC)."""
+        return cls.t >= t
+
+    @classmethod
+    def before(cls, t: datetime) -> ColumnElement[bool]:
+        """Rows strictly before ``t`` (UTC): ``after(a), before(b)`` is the range [a, b)."""
+        return cls.t < t
+
+    @classmethod
+    def by_date(cls) -> tuple[UnaryExpression[datetime], UnaryExpression[int]]:
+        """Order by time, then by id (the order of the lines in the export)."""
+        return cls.t.asc(), cls.id.asc()
+
+
+class Event(TimeScopes, Base):
     """One imported event (``events``); ``user`` is the canonical identity's row, ``origin_user``
     the row of the record's own ``_p``."""
 
@@ -157,21 +180,6 @@ class Event(Base):
         """Events named exactly ``name`` (km-db's ``named``)."""
         return cls.n == key_id(name)
 
-    @classmethod
-    def after(cls, t: datetime) -> ColumnElement[bool]:
-        """Events at ``t`` or later (UTC)."""
-        return cls.t >= t
-
-    @classmethod
-    def before(cls, t: datetime) -> ColumnElement[bool]:
-        """Events strictly before ``t`` (UTC): ``after(a), before(b)`` is the range [a, b)."""
-        return cls.t < t
-
-    @classmethod
-    def by_date(cls) -> tuple[UnaryExpression[datetime], UnaryExpression[int]]:
-        """Order by time, then by id (the order of the lines in the export)."""
-        return cls.t.asc(), cls.id.asc()
-
     def prop(self, name: str) -> str | None:
         """The value of this event's property ``name`` (None when absent or JSON null)."""
         return next((p.value for p in self.properties if p.name == name), None)
@@ -180,7 +188,7 @@ class Event(Base):
         return f"<Event {self.name!r} at {self.t}>"
 
 
-class Property(Base):
+class Property(TimeScopes, Base):
     """One stored property (``properties``): of an event (``event``) or of a property-set record
     (``event`` None). ``key`` is the ``keys.id``; ``name`` the key's text."""
 
@@ -204,18 +212,6 @@ class Property(Base):
     def named(cls, name: str) -> ColumnElement[bool]:
         """Properties whose key is exactly ``name``."""
         return cls.key == key_id(name)
-
-    @classmethod
-    def after(cls, t: datetime) -> ColumnElement[bool]:
-        return cls.t >= t
-
-    @classmethod
-    def before(cls, t: datetime) -> ColumnElement[bool]:
-        return cls.t < t
-
-    @classmethod
-    def by_date(cls) -> tuple[UnaryExpression[datetime], UnaryExpression[int]]:
-        return cls.t.asc(), cls.id.asc()
 
     def __repr__(self) -> str:
         return f"<Property {self.name!r}={self.value!r} at {self.t}>"

@@ -20,7 +20,6 @@ from .settings import RedisURL, Settings
 T = TypeVar("T")
 
 CURSOR_KEY = "cursor"  # hash: revision -> imported byte offset
-ALIAS_CACHE_KEY = "aliases"  # reserved for the alias cache; flushed with the cursor
 
 
 class Cursor(Protocol):
