@@ -106,7 +106,8 @@ def test_errors_are_one_line_without_secrets(database: Database, tmp_path: Path)
 def test_a_second_import_on_the_same_database_refuses(database: Database, tmp_path: Path) -> None:
     root = tmp_path / "export"
     write_export(root, 30000, revisions=3, seed=5)
-    env = {"DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "1"}
+    env = {"DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "1",
+           "KMDB_BULK_LOAD": "false"}  # rows commit as it goes: the test sees it running
     first = subprocess.Popen([sys.executable, "-m", "kmdb_async", "import", str(root)],
                              env={**os.environ, **env}, cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -38,7 +38,7 @@ def test_sigkill_part_way_then_rerun_gives_the_clean_rows(
     root = tmp_path / "export"
     write_export(root, 12000, revisions=5, seed=11)
     env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20",
-           "KMDB_WRITERS": "3", "KMDB_FILES_IN_FLIGHT": "3"}
+           "KMDB_WRITERS": "3", "KMDB_FILES_IN_FLIGHT": "3", "KMDB_BULK_LOAD": "false"}
     if cursor == "redis":
         env.update(KMDB_REDIS_URL=REDIS, KMDB_REDIS_PREFIX=redis_prefix)
     command = [sys.executable, "-m", "kmdb_async", "import", str(root)]
@@ -69,7 +69,8 @@ def test_sigterm_and_sigint_save_progress_and_exit_promptly(
         database: Database, tmp_path: Path, signum: int) -> None:
     root = tmp_path / "export"
     write_export(root, 40000, revisions=4, seed=13)  # long enough to be interrupted
-    env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "2"}
+    env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "2",
+           "KMDB_BULK_LOAD": "false"}
     command = [sys.executable, "-m", "kmdb_async", "import", str(root)]
     process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -92,6 +93,46 @@ def test_sigterm_and_sigint_save_progress_and_exit_promptly(
     assert database.dump() == reference.expected(root)
 
 
+def test_sigterm_during_a_bulk_load_commits_what_was_read_and_exits_promptly(
+        database: Database, tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    write_export(root, 40000, revisions=4, seed=14)
+    env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "2",
+           "KMDB_FILES_IN_FLIGHT": "1", "KMDB_BULK_LOAD": "true"}
+    command = [sys.executable, "-m", "kmdb_async", "import", str(root)]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    from .conftest import MYSQL, connect
+
+    admin = connect(f"{MYSQL}/mysql")  # the import's database may not exist yet
+    try:
+        deadline = time.monotonic() + 60
+        with admin.cursor() as cur:
+            while not cur.execute("SELECT 1 FROM information_schema.PROCESSLIST WHERE DB = %s "
+                                  "AND INFO LIKE 'LOAD DATA LOCAL INFILE%%'", (database.name,)):
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.01)
+    finally:
+        admin.close()
+    time.sleep(0.2)
+    assert process.poll() is None, "the import ended before it could be interrupted"
+    process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "progress saved" in stderr and "Traceback" not in stderr
+    saved = database.query("SELECT SUM(`offset`) FROM kmdb_revisions")[0][0]
+    assert saved and saved < sum(p.stat().st_size for p in (root / "revisions").iterdir())
+    assert database.query("SELECT COUNT(*) FROM events")[0][0] > 0  # the read part committed
+
+    final = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert final.returncode == 0, final.stderr
+    database.close()
+    assert database.dump() == reference.expected(root)
+
+
 # -- SIGKILL at named points, chosen by watching the database and Redis ----------------------
 #
 # No hook in the importer: the harness reads what a running import has done (PROCESSLIST,
@@ -103,6 +144,9 @@ VICTIM, VICTIM_ALIAS, VICTIM_EVENTS = "anon-victim", "99999999", 30
 OFFSET_MASK = (1 << 40) - 1
 POINTS = ("before-first-commit", "re-pointing", "mid-batch", "after-commit-before-cursor",
           "mid-revision")
+#: A first import's bulk load: nothing commits until every batch is streamed; then the rows
+#: commit, then the alias pairs with the closing re-pointing pass, then the cursor.
+BULK_POINTS = ("before-first-commit", "mid-load", "re-pointing")
 
 
 def write_crash_export(root: Path, count: int, revisions: int, seed: int) -> None:
@@ -192,9 +236,11 @@ def kill_at(point: str, watch: Watch, command: list[str], env: dict[str, str], c
         "after-commit-before-cursor": watch.committed_past_cursor,
         "mid-revision": watch.mid_revision,
         "re-pointing": lambda: bool(watch.running("UPDATE `events` SET `user_id`")),
+        "mid-load": lambda: bool(watch.running("LOAD DATA LOCAL INFILE")),
     }
     confirms = {
         "before-first-commit": lambda: watch.events() == 0,
+        "mid-load": lambda: watch.events() == 0 and not watch.cursor(),
         "after-commit-before-cursor": watch.committed_past_cursor,
         "mid-revision": watch.mid_revision,
         "re-pointing": lambda: not database.query(
@@ -256,9 +302,9 @@ def _hold_victim_rows(database: Database, process: subprocess.Popen[bytes],
     return None
 
 
-def crash_env(database: Database, redis_prefix: str | None) -> dict[str, str]:
+def crash_env(database: Database, redis_prefix: str | None, bulk: bool = False) -> dict[str, str]:
     env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20",
-           "KMDB_WRITERS": "3", "KMDB_FILES_IN_FLIGHT": "3"}
+           "KMDB_WRITERS": "3", "KMDB_FILES_IN_FLIGHT": "3", "KMDB_BULK_LOAD": str(bulk).lower()}
     for name in ("KMDB_REDIS_URL", "KMDB_REDIS_PREFIX"):
         env.pop(name, None)
     if redis_prefix is not None:
@@ -266,21 +312,24 @@ def crash_env(database: Database, redis_prefix: str | None) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("cursor", ["database", "redis"])
+@pytest.mark.parametrize("cursor,load", [("database", "rows"), ("redis", "rows"),
+                                         ("database", "bulk"), ("redis", "bulk")])
 def test_sigkill_at_each_named_point_then_rerun_gives_the_clean_rows(
-        database: Database, tmp_path: Path, redis_prefix: str, cursor: str) -> None:
+        database: Database, tmp_path: Path, redis_prefix: str, cursor: str, load: str) -> None:
     root = tmp_path / "export"
     write_crash_export(root, 12000, revisions=5, seed=17)
     watch = Watch(database, root, redis_prefix if cursor == "redis" else None)
-    env = crash_env(database, watch.redis_prefix)
+    env = crash_env(database, watch.redis_prefix, bulk=load == "bulk")
     command = [sys.executable, "-m", "kmdb_async", "import", str(root)]
+    points = BULK_POINTS if load == "bulk" else POINTS
     try:
-        outcomes = {point: kill_at(point, watch, command, env, tmp_path) for point in POINTS}
+        outcomes = {point: kill_at(point, watch, command, env, tmp_path) for point in points}
     finally:
         watch.close()
     assert "missed" not in outcomes.values(), outcomes
     assert outcomes["before-first-commit"] == "confirmed"
     assert outcomes["re-pointing"] == "confirmed"
+    assert outcomes.get("mid-load", "confirmed") == "confirmed"
 
     final = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
                            timeout=300)
@@ -293,7 +342,8 @@ def test_a_lost_import_lock_is_taken_back_so_a_second_import_still_refuses(
         database: Database, tmp_path: Path) -> None:
     root = tmp_path / "export"
     write_export(root, 40000, revisions=4, seed=21)
-    env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "2"}
+    env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "2",
+           "KMDB_BULK_LOAD": "false"}
     command = [sys.executable, "-m", "kmdb_async", "import", str(root)]
     first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)

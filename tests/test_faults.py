@@ -75,8 +75,10 @@ def import_env(database_url: str, **extra: str) -> dict[str, str]:
     """The environment of a CLI import: ours only (no KMDB/AWS settings of the caller)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("KMDB_", "AWS_", "DATABASE_URL"))}
+    # Row inserts unless a test asks for the first import's bulk load: these faults strike
+    # between committed batches.
     env.update({"DATABASE_URL": database_url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "3",
-                "KMDB_FILES_IN_FLIGHT": "3", **extra})
+                "KMDB_FILES_IN_FLIGHT": "3", "KMDB_BULK_LOAD": "false", **extra})
     return env
 
 
@@ -218,6 +220,58 @@ def test_killed_connection_mid_batch_is_retried_on_a_fresh_one(
     code, output = finish(process)
     assert code == 0, output
     assert kills == 3
+    assert database.dump() == reference.expected(root)
+
+
+def loading(database: Database) -> list[int]:
+    """Connections of the import running a first import's LOAD DATA statement."""
+    admin = connect(f"{MYSQL}/mysql")  # the import's database may not exist yet
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND "
+                        "INFO LIKE 'LOAD DATA LOCAL INFILE%%'", (database.name,))
+            return [thread for (thread,) in cur.fetchall()]
+    finally:
+        admin.close()
+
+
+def test_killed_bulk_load_connection_is_rolled_back_and_the_import_redone_with_inserts(
+        database: Database, tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    write_export(root, 40000, revisions=4, seed=28)
+    process = start_import(root, import_env(database.url, KMDB_BULK_LOAD="true"), tmp_path)
+    assert wait_until(lambda: bool(loading(database)), process)
+    time.sleep(0.3)  # rows are streaming into the statement
+    admin = connect(f"{MYSQL}/mysql")
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"KILL CONNECTION {int(loading(database)[0])}")
+    finally:
+        admin.close()
+    code, output = finish(process)
+    assert code == 0, output
+    assert "bulk load stopped" in output and "importing again with row inserts" in output
+    assert "Traceback" not in output
+    assert database.dump() == reference.expected(root)
+
+
+def test_mariadb_gone_during_a_bulk_load_exits_cleanly_then_the_rerun_completes(
+        database: Database, tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    write_export(root, 40000, revisions=4, seed=29)
+    with TcpProxy(DatabaseURL.parse(database.url).port) as proxy:
+        env = import_env(proxied(database, proxy), KMDB_BULK_LOAD="true", KMDB_RETRY_ATTEMPTS="3")
+        process = start_import(root, env, tmp_path)
+        assert wait_until(lambda: bool(loading(database)), process)
+        proxy.pause()
+        gone = time.monotonic()
+        code, output = finish(process)
+        assert code == 1 and time.monotonic() - gone < 60, output
+        assert f"kmdb-async: error: MariaDB at 127.0.0.1:{proxy.port}" in output
+        assert "Traceback" not in output
+        assert events(database) == 0  # the unfinished load was rolled back
+        proxy.resume()
+        output = rerun(root, env, tmp_path)
     assert database.dump() == reference.expected(root)
 
 

@@ -120,6 +120,10 @@ def import_(
     retry_attempts: Annotated[int, typer.Option(
         envvar="KMDB_RETRY_ATTEMPTS", min=1,
         help="Tries of one failing S3/database/Redis operation before the run stops.")] = 6,
+    bulk_load: Annotated[bool, typer.Option(
+        "--bulk-load/--no-bulk-load", envvar="KMDB_BULK_LOAD",
+        help="A first import into empty MariaDB/MySQL tables loads them by LOAD DATA "
+             "streams, committed once at the end (faster; progress is saved only then).")] = True,
 ) -> None:
     """Import every new revision (and the new end of grown ones) into the database."""
     settings = Settings(
@@ -129,6 +133,7 @@ def import_(
         aws_region=aws_region, min_revision=min_revision, revision_lookahead=revision_lookahead,
         batch_size=batch_size, files_in_flight=files_in_flight, writers=writers,
         queue_depth=queue_depth, rejects=rejects, strict=strict, retry_attempts=retry_attempts,
+        bulk_load=bulk_load,
     )
     summary = _run(settings, lambda: run_import(settings))
     typer.echo(summary.text())

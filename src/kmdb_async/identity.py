@@ -10,7 +10,7 @@ on the set of links, never on their order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 _DIGITS = frozenset("0123456789")
 
@@ -109,6 +109,10 @@ class AliasGraph:
         """Record many aliases (e.g. the ``aliases`` table at the start of a run)."""
         for a, b in pairs:
             self.link(a, b)
+
+    def groups(self) -> Iterator[AliasGroup]:
+        """Every group (each has at least two names)."""
+        return iter(self._groups.values())
 
     def canonical(self, name: str) -> str:
         """The canonical identity of ``name`` (itself when numeric or never linked)."""

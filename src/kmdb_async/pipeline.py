@@ -11,12 +11,18 @@ upsert, so a batch written twice leaves the same rows. The cursor moves past a b
 once it and every batch before it in its revision have committed. A batch that re-points
 rows (it links identities) writes its links only after every earlier-resolved batch has
 committed, so the re-pointing covers all rows resolved with the old canonical users.
+
+A first import into empty MariaDB tables goes faster (store/loaddata.py): writers stream the
+rows into one LOAD DATA statement per table instead, nothing commits until every batch is in,
+then the alias pairs commit with one re-pointing pass over every group, then the cursor
+moves. If that load fails, the run starts again with row inserts (nothing is doubled).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import aclosing, suppress
@@ -26,7 +32,7 @@ from typing import IO
 import msgspec
 
 from .batching import Batch, Batcher
-from .errors import TerminalError
+from .errors import TerminalError, TransientError
 from .identity import AliasGraph
 from .records import LineDecoder
 from .report import Reporter, Summary
@@ -35,6 +41,7 @@ from .settings import Settings
 from .sources import Revision, Source, source_for
 from .state import Cursor, open_cursor
 from .store import SQLStore, open_store
+from .store.loaddata import BulkLoad
 
 
 class Interrupted(Exception):
@@ -96,10 +103,12 @@ class Import:
     """One import run over ``revisions``; ``run`` returns the summary."""
 
     def __init__(self, settings: Settings, store: SQLStore, source: Source, cursor: Cursor,
-                 resolver: Resolver, summary: Summary) -> None:
+                 resolver: Resolver, summary: Summary, bulk: BulkLoad | None = None) -> None:
         self.settings = settings
         self.store, self.source, self.cursor, self.resolver = store, source, cursor, resolver
         self.summary = summary
+        self.bulk = bulk
+        self._loaded: list[Batch] = []  # bulk: batches streamed, their progress saved at the end
         depth = max(1, settings.queue_depth)
         self.decoded: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=depth)
         self.resolved: asyncio.Queue[ResolvedBatch | None] = asyncio.Queue(maxsize=depth)
@@ -119,14 +128,20 @@ class Import:
     async def run(self, revisions: list[Revision], positions: dict[int, int]) -> None:
         settings = self.settings
         try:
-            async with asyncio.TaskGroup() as tg:
-                self._readers = tg.create_task(self._read_all(revisions, positions))
-                tg.create_task(self._resolve())
-                for _ in range(max(1, settings.writers)):
-                    tg.create_task(self._write())
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    self._readers = tg.create_task(self._read_all(revisions, positions))
+                    tg.create_task(self._resolve())
+                    for _ in range(max(1, settings.writers)):
+                        tg.create_task(self._write())
+            except BaseExceptionGroup as group:
+                raise first_error(group) from None
+            if self.bulk is not None:
+                await self.bulk.finish(await self.resolver.all_repoints())
+                await self._advance(self._loaded)
         finally:
+            if self.bulk is not None:
+                self.bulk.close()  # after a failure: the unfinished load is rolled back
             if self._rejects is not None:
                 self._rejects.close()
         if self.signum is not None:
@@ -186,16 +201,22 @@ class Import:
 
     async def _write(self) -> None:
         while (rb := await self.resolved.get()) is not None:
+            if self.bulk is not None:
+                await self.bulk.add(rb)
+                self._count(rb)
+                b = rb.batch  # only its place and rejects are kept until the load commits
+                self._loaded.append(Batch(b.revision, b.start, b.end, rejects=b.rejects, last=b.last))
+                continue
             await self.store.write_rows(rb)
             if rb.links:
                 await self.sequence.wait_before(rb.seq)
             await self.store.write_links(rb)
             await self.sequence.done(rb.seq)
-            await self._committed(rb)
+            self._count(rb)
+            await self._advance([rb.batch])
 
-    async def _committed(self, rb: ResolvedBatch) -> None:
+    def _count(self, rb: ResolvedBatch) -> None:
         batch, summary = rb.batch, self.summary
-        self._write_rejects(batch)
         summary.lines += len(batch.records) + len(batch.rejects)
         summary.events += len(rb.events)
         summary.properties += len(rb.properties)
@@ -204,12 +225,21 @@ class Import:
         summary.truncated += rb.truncated
         summary.skipped += rb.skipped
         summary.bytes += batch.end - batch.start
-        if self.watermark.commit(batch.revision, batch.start, batch.end):
+
+    async def _advance(self, batches: list[Batch]) -> None:
+        """Committed batches: report their rejects, move the cursor past them."""
+        moved: set[int] = set()
+        for batch in batches:
+            self._write_rejects(batch)
+            if self.watermark.commit(batch.revision, batch.start, batch.end):
+                moved.add(batch.revision)
+            if batch.last:
+                self.summary.revisions += 1
+        if moved:
             async with self._cursor_lock:  # saves in order: the stored cursor never moves back
                 await self.store.keep_import_lock()  # a lost lock lets a second import start
-                await self.cursor.save(batch.revision, self.watermark.offset(batch.revision))
-        if batch.last:
-            summary.revisions += 1
+                for revision in sorted(moved):
+                    await self.cursor.save(revision, self.watermark.offset(revision))
 
     def _write_rejects(self, batch: Batch) -> None:
         if not batch.rejects:
@@ -235,23 +265,15 @@ async def run_import(settings: Settings) -> Summary:
     try:
         await store.acquire_import_lock()
         await store.ensure_schema()
-        graph = AliasGraph()
-        graph.link_all(await store.load_aliases())
-        resolver = Resolver(store, graph, await store.load_filters())
         cursor = open_cursor(settings, store)
         source = source_for(settings)
         try:
-            positions = await cursor.load()
-            revisions = [
-                r for r in await source.revisions()
-                if r.number >= settings.min_revision and positions.get(r.number, 0) < r.size
-            ]
-            if revisions and revisions[-1].number > MAX_REVISION:
-                raise TerminalError(f"revision {revisions[-1].number} is beyond {MAX_REVISION}")
-            total = sum(r.size - positions.get(r.number, 0) for r in revisions)
-            run = Import(settings, store, source, cursor, resolver, summary)
-            reporter = Reporter(summary, total, len(revisions), settings.progress_interval)
-            await _with_signals(run, reporter, revisions, positions)
+            try:
+                await _import(settings, store, source, cursor, summary, settings.bulk_load)
+            except BulkLoadFailed as failed:
+                print(f"kmdb-async: {failed}; importing again with row inserts", file=sys.stderr)
+                summary = Summary(started=summary.started)
+                await _import(settings, store, source, cursor, summary, bulk_load=False)
         finally:
             summary.elapsed = time.monotonic() - t0
             with suppress(Exception):
@@ -262,6 +284,38 @@ async def run_import(settings: Settings) -> Summary:
     finally:
         await store.close()
     return summary
+
+
+class BulkLoadFailed(Exception):
+    """A first import's bulk load failed on a transient error (rolled back, nothing lost)."""
+
+
+async def _import(settings: Settings, store: SQLStore, source: Source, cursor: Cursor,
+                  summary: Summary, bulk_load: bool) -> None:
+    """One pass over what is new: by a bulk load when allowed and possible, else by batches."""
+    graph = AliasGraph()
+    graph.link_all(await store.load_aliases())
+    positions = await cursor.load()
+    revisions = [
+        r for r in await source.revisions()
+        if r.number >= settings.min_revision and positions.get(r.number, 0) < r.size
+    ]
+    if revisions and revisions[-1].number > MAX_REVISION:
+        raise TerminalError(f"revision {revisions[-1].number} is beyond {MAX_REVISION}")
+    total = sum(r.size - positions.get(r.number, 0) for r in revisions)
+    advice = await store.memory_advice(total)
+    if advice:
+        print(f"kmdb-async: {advice}", file=sys.stderr)
+    bulk = await store.begin_bulk_load() if bulk_load and revisions else None
+    resolver = Resolver(store, graph, await store.load_filters(), repoint=bulk is None)
+    run = Import(settings, store, source, cursor, resolver, summary, bulk)
+    reporter = Reporter(summary, total, len(revisions), settings.progress_interval)
+    try:
+        await _with_signals(run, reporter, revisions, positions)
+    except TransientError as e:
+        if bulk is None:
+            raise
+        raise BulkLoadFailed(f"the first import's bulk load stopped ({e})") from e
 
 
 async def _with_signals(run: Import, reporter: Reporter, revisions: list[Revision],

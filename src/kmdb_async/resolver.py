@@ -95,11 +95,13 @@ class IdStore(Protocol):
 class Resolver:
     """Turns batches into rows, in the order they are handed in."""
 
-    def __init__(self, store: IdStore, graph: AliasGraph, filters: Filters) -> None:
+    def __init__(self, store: IdStore, graph: AliasGraph, filters: Filters,
+                 repoint: bool = True) -> None:
         self._store = store
         self._graph = graph
         self.filters = filters
         self._seq = 0
+        self._repoints = repoint  # False: a first import's bulk load re-points once, at its end
 
     async def resolve(self, batch: Batch) -> ResolvedBatch:
         out = ResolvedBatch(batch)
@@ -118,7 +120,8 @@ class Resolver:
                 earliest[pair] = min(r.t, earliest.get(pair, r.t))
                 if graph.link(r.p, r.p2) is not None:
                     touched.append(r.p if not is_numeric(r.p) else r.p2)
-        groups = {id(g): g for g in map(graph.group, touched) if g is not None}.values()
+        groups = list({id(g): g for g in map(graph.group, touched) if g is not None}.values()
+                      ) if self._repoints else []
 
         names: set[str] = set()
         for r in kept:
@@ -135,6 +138,12 @@ class Resolver:
         out.repoints = [self._repoint(g, users) for g in groups]
         self._rows(batch.revision, kept, users, keys, out)
         return out
+
+    async def all_repoints(self) -> list[Repoint]:
+        """A re-point of every alias group known: the closing pass of a first import."""
+        groups = list(self._graph.groups())
+        users = await self._store.user_ids({name for g in groups for name in g.names()})
+        return [self._repoint(g, users) for g in groups]
 
     def _strings(self, records: list[Record]) -> set[str]:
         blacklist = self.filters.blacklisted_properties

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Collection, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..resolver import Filters, ResolvedBatch
 from ..settings import Settings
 from . import schema
 from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, RUNS, USERS
+
+if TYPE_CHECKING:
+    from .loaddata import BulkLoad
 
 FILTER_CHUNK = 500  # names per IN (...) lookup
 
@@ -101,6 +104,15 @@ class SQLStore:
     async def write_links(self, rb: ResolvedBatch) -> None:
         """Upsert a batch's alias pairs and re-point their groups, in one transaction."""
         raise NotImplementedError
+
+    async def begin_bulk_load(self) -> BulkLoad | None:
+        """A first import's bulk loader (rows streamed, committed once at the end), or None
+        where the store has none or its tables are not empty: rows are then inserted."""
+        return None
+
+    async def memory_advice(self, export_bytes: int) -> str | None:
+        """One line of advice when the server is configured small for this export."""
+        return None
 
     async def save_cursor(self, revision: int, offset: int) -> None:
         """Record ``offset`` bytes of ``revision`` imported (never moving back)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import date
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from ..resolver import Repoint, ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
 from .base import SQLStore
+from .loaddata import BulkLoad
 from .schema import ALIASES, EVENTS, PROPERTIES, REVISIONS
 
 T = TypeVar("T")
@@ -72,6 +73,14 @@ class MySQLStore(SQLStore):
                 except DRIVER_ERRORS as e:
                     raise translate(e, self.url) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def _driver_errors(self) -> Iterator[None]:
+        """Driver errors inside become ours (no retry: for steps that cannot be repeated)."""
+        try:
+            yield
+        except DRIVER_ERRORS as e:
+            raise translate(e, self.url) from None
 
     async def open(self, create: bool = True) -> None:
         url = self.url
@@ -216,6 +225,39 @@ class MySQLStore(SQLStore):
         for table in schema.DATA_TABLES:
             await self.execute(f"TRUNCATE TABLE `{table}`")
         self._forget_ids()
+
+    # -- the first import: LOAD DATA streams ---------------------------------------------
+
+    async def begin_bulk_load(self) -> BulkLoad | None:
+        """Start loading by LOAD DATA streams when events, properties and aliases are all
+        empty and the server accepts local data; None otherwise (rows are then inserted)."""
+        [(empty, local)] = await self.execute(
+            f"SELECT NOT EXISTS (SELECT 1 FROM `{EVENTS}`) AND NOT EXISTS (SELECT 1 FROM "
+            f"`{PROPERTIES}`) AND NOT EXISTS (SELECT 1 FROM `{ALIASES}`), @@local_infile")
+        if not (empty and local):
+            return None
+
+        async def connect() -> aiomysql.Connection:
+            return await aiomysql.connect(local_infile=True, **self._params(self.url.database))
+
+        bulk = BulkLoad(connect, _upsert_aliases, repoint_statements, self._driver_errors)
+        try:
+            await bulk.start()
+        except BaseException:
+            bulk.close()
+            raise
+        return bulk
+
+    async def memory_advice(self, export_bytes: int) -> str | None:
+        """One line of advice when the buffer pool is small for an export of this size."""
+        [(pool,)] = await self.execute("SELECT @@innodb_buffer_pool_size")
+        # The indexed tables take ~1.5x the export's bytes; below a quarter of that in the
+        # pool, index pages are read back from disk (measured: benchmarks/README.md).
+        if export_bytes <= 0 or int(pool) * 6 >= export_bytes:
+            return None
+        return (f"note: innodb_buffer_pool_size is {int(pool) >> 20} MiB for {export_bytes >> 20} "
+                f"MiB to import; the import is I/O-bound until it is at least "
+                f"{max(export_bytes // 6 >> 20, 1)} MiB (see README, 'Server settings')")
 
     # -- reads at the start of a run ------------------------------------------------------
 
@@ -376,19 +418,30 @@ REPOINT_PAIRS = 5000  # (user, origin) pairs per re-pointing UPDATE
 
 
 def repoint_statements(table: str, repoints: list[Repoint]) -> Iterator[str]:
-    """UPDATEs moving each group's rows onto its canonical user: one per table per batch.
+    """UPDATEs moving each group's rows onto its canonical user: one per table per batch
+    (more when a batch, or a first import's closing pass, touches very many groups).
 
-    A row moves when its origin is a member of a touched group and it points at any user of
-    that group; ``(user_id, origin_user_id) IN (...)`` is a range scan of the user index, and
-    one statement replaces a round trip per group. Groups never share members, so the CASE
-    on the origin picks each row's canonical user. Ids are ints: nothing needs escaping.
+    A row moves when its origin is a member of a touched group and it points at another user
+    of that group; ``(user_id, origin_user_id) IN (...)`` is a range scan of the user index,
+    and one statement replaces a round trip per group. Groups never share members, so the
+    CASE on the origin picks each row's canonical user. Ids are ints: nothing needs escaping.
     """
-    canonical = {m: rp.canonical_id for rp in repoints for m in rp.member_ids}
-    pairs = [f"({u:d},{m:d})" for rp in repoints for u in rp.user_ids for m in rp.member_ids]
-    case = " ".join(f"WHEN {m:d} THEN {c:d}" for m, c in canonical.items())
-    for start in range(0, len(pairs), REPOINT_PAIRS):
-        yield (f"UPDATE `{table}` SET `user_id` = CASE `origin_user_id` {case} END "
-               f"WHERE (`user_id`, `origin_user_id`) IN ({','.join(pairs[start:start + REPOINT_PAIRS])})")
+    case: list[str] = []
+    pairs: list[str] = []
+    for rp in repoints:
+        case.extend(f"WHEN {m:d} THEN {rp.canonical_id:d}" for m in rp.member_ids)
+        pairs.extend(f"({u:d},{m:d})" for u in rp.user_ids if u != rp.canonical_id
+                     for m in rp.member_ids)
+        if len(pairs) >= REPOINT_PAIRS:
+            yield _repoint(table, case, pairs)
+            case, pairs = [], []
+    if pairs:
+        yield _repoint(table, case, pairs)
+
+
+def _repoint(table: str, case: list[str], pairs: list[str]) -> str:
+    return (f"UPDATE `{table}` SET `user_id` = CASE `origin_user_id` {' '.join(case)} END "
+            f"WHERE (`user_id`, `origin_user_id`) IN ({','.join(pairs)})")
 
 
 def _ident(name: str) -> str:

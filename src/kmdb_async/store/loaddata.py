@@ -1,0 +1,176 @@
+"""A first import into empty tables: one LOAD DATA LOCAL statement per table, fed as a stream.
+
+InnoDB (MariaDB 10.7+) loads an *empty* table in one statement with ``unique_checks=0`` by
+sorting each index in bulk instead of inserting row by row, which is two to three times faster
+than any INSERT path on a small buffer pool (measured: benchmarks/README.md). So a first import
+streams all its events into one LOAD DATA LOCAL statement and all its properties into another,
+on their own connections, while it reads; the server asks for the "file" and we answer with
+packets of tab-separated rows as batches are resolved.
+
+Nothing of it is visible until the end, which makes the crash story short:
+
+1. both statements end (their rows commit: autocommit), then
+2. the run's alias pairs (upserted all along inside one open transaction on a third
+   connection) commit together with one re-pointing pass over every alias group, then
+3. the pipeline moves the cursor.
+
+A kill before 2 leaves no alias pairs, so the next run (row inserts: the tables are no longer
+empty) meets every alias again and re-points every group it touches, rows loaded with an
+older canonical user included; a kill after 2 leaves correct rows. A failed load is rolled
+back by closing its connection before its end-of-data packet: the server never sees a
+complete statement.
+
+aiomysql's own LOAD DATA LOCAL reads a named file and sends 16 MiB-1 packets without flow
+control (and a final packet of exactly that size is taken as "more follows"); the exchange
+here is written against its packet layer: the query, the server's LOCAL INFILE request, data
+packets of at most ``PACKET`` bytes with ``drain`` between batches, an empty packet, the OK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import aiomysql
+from pymysql.constants import COMMAND
+from pymysql.protocol import OKPacketWrapper
+
+from ..errors import TerminalError
+from ..resolver import Repoint, ResolvedBatch
+from .schema import EVENTS, PROPERTIES
+
+PACKET = 1 << 20  # bytes per data packet (the protocol's limit is 16 MiB - 1)
+SESSION = "SET unique_checks = 0, foreign_key_checks = 0"
+
+# LOAD DATA's text format: tab between fields, newline after a row, backslash escapes, \N NULL.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\x00": "\\0"})
+_SPECIAL = frozenset("\\\t\n\x00")
+NULL = "\\N"
+
+
+def tsv_text(value: str | None) -> str:
+    """One field of LOAD DATA's default text format."""
+    if value is None:
+        return NULL
+    return value.translate(_ESCAPES) if not _SPECIAL.isdisjoint(value) else value
+
+
+def event_rows(rows: Iterable[tuple[int, str, int, int, int]]) -> bytes:
+    """Events as LOAD DATA rows: ids are ints and t a DATETIME literal, nothing to escape."""
+    return "".join([f"{e}\t{t}\t{n}\t{u}\t{o}\n" for e, t, n, u, o in rows]).encode()
+
+
+def property_rows(rows: Iterable[tuple[int, str, int, int, int | None, int, str | None]]) -> bytes:
+    """Properties as LOAD DATA rows; the value escaped (the one free-text column)."""
+    return "".join([
+        f"{p}\t{t}\t{u}\t{o}\t{NULL if e is None else e}\t{k}\t{tsv_text(v)}\n"
+        for p, t, u, o, e, k, v in rows
+    ]).encode()
+
+
+class TableStream:
+    """One LOAD DATA LOCAL statement into ``table``, open until ``finish``."""
+
+    def __init__(self, conn: aiomysql.Connection, table: str, columns: str) -> None:
+        self.conn, self.table, self.columns = conn, table, columns
+        self._lock = asyncio.Lock()  # writers' packets and drains never interleave
+        self.rows = 0
+
+    async def start(self) -> None:
+        conn = self.conn
+        async with conn.cursor() as cur:
+            await cur.execute(SESSION)
+        await conn._execute_command(  # noqa: SLF001 - see the module docstring
+            COMMAND.COM_QUERY,
+            f"LOAD DATA LOCAL INFILE 'kmdb-async:{self.table}' INTO TABLE `{self.table}` "
+            "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' "
+            f"LINES TERMINATED BY '\\n' ({self.columns})",
+        )
+        request = await conn._read_packet()  # noqa: SLF001 - an error packet raises here
+        if not request.is_load_local_packet():
+            raise TerminalError(f"the server did not ask for the rows of `{self.table}`")
+
+    async def send(self, data: bytes) -> None:
+        """Queue ``data`` (whole rows) on the statement; waits while the server is behind."""
+        if not data:
+            return
+        async with self._lock:
+            for start in range(0, len(data), PACKET):
+                self.conn.write_packet(data[start:start + PACKET])
+            await self.conn._writer.drain()  # noqa: SLF001
+
+    async def finish(self) -> int:
+        """End the data; the statement runs to its end and commits. Returns its rows."""
+        async with self._lock:
+            self.conn.write_packet(b"")
+            ok = OKPacketWrapper(await self.conn._read_packet())  # noqa: SLF001
+        if ok.warning_count:
+            async with self.conn.cursor() as cur:
+                await cur.execute("SHOW WARNINGS LIMIT 1")
+                warning = await cur.fetchone()
+            raise TerminalError(f"loading `{self.table}`: {warning[2] if warning else 'warnings'}")
+        self.rows = ok.affected_rows
+        return self.rows
+
+
+class BulkLoad:
+    """The first import's streams, its open alias transaction and its closing steps."""
+
+    def __init__(self, connect: Callable[[], Any],
+                 upsert_aliases: Callable[[Any, list[tuple[str, str, str]]], Any],
+                 repoint_statements: Callable[[str, list[Repoint]], Iterable[str]],
+                 driver_errors: Callable[[], AbstractContextManager[None]]) -> None:
+        self._connect = connect
+        self._driver_errors = driver_errors  # the store's translation into our errors
+        self._upsert_aliases = upsert_aliases
+        self._repoint_statements = repoint_statements
+        self._conns: list[aiomysql.Connection] = []
+        self._links_lock = asyncio.Lock()
+        self.events: TableStream | None = None
+        self.properties: TableStream | None = None
+        self._links: aiomysql.Connection | None = None
+
+    async def start(self) -> None:
+        """Open the two statements and the alias transaction."""
+        with self._driver_errors():
+            await self._start()
+
+    async def _start(self) -> None:
+        self._conns = conns = [await self._connect() for _ in range(3)]
+        self.events = TableStream(conns[0], EVENTS, "`id`, `t`, `n`, `user_id`, `origin_user_id`")
+        self.properties = TableStream(conns[1], PROPERTIES, "`id`, `t`, `user_id`, "
+                                      "`origin_user_id`, `event_id`, `key`, `value`")
+        self._links = conns[2]
+        await self.events.start()
+        await self.properties.start()
+        await self._links.begin()
+
+    async def add(self, rb: ResolvedBatch) -> None:
+        """Stream a batch's rows and upsert its alias pairs (its re-points wait for ``finish``)."""
+        assert self.events is not None and self.properties is not None and self._links is not None
+        with self._driver_errors():
+            await self.events.send(event_rows(rb.events))
+            await self.properties.send(property_rows(rb.properties))
+            if rb.aliases:
+                async with self._links_lock, self._links.cursor() as cur:
+                    await self._upsert_aliases(cur, rb.aliases)
+
+    async def finish(self, repoints: list[Repoint]) -> None:
+        """End both statements, then commit the alias pairs with one pass of ``repoints``."""
+        assert self.events is not None and self.properties is not None and self._links is not None
+        with self._driver_errors():
+            await asyncio.gather(self.events.finish(), self.properties.finish())
+            async with self._links.cursor() as cur:
+                for table in (EVENTS, PROPERTIES):
+                    for statement in self._repoint_statements(table, repoints):
+                        await cur.execute(statement)
+            await self._links.commit()
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection: an unfinished statement or transaction is rolled back."""
+        for conn in self._conns:
+            conn.close()
+        self._conns = []
