@@ -1,7 +1,7 @@
 """The import: readers -> resolver -> bounded queue -> writers, and the cursor watermark.
 
     revisions ──► readers (files_in_flight) ──► decoded queue ──► resolver (one)
-                  stream, decode, batch                           filters, aliases, ids
+                  stream, decode, batch, intern                   filters, aliases, ids
                                                   resolved queue ◄─┘
                                                         │
                                    writers (writers) ◄──┘  rows, then links; cursor
@@ -36,7 +36,7 @@ from .errors import TerminalError, TransientError
 from .identity import AliasGraph
 from .records import LineDecoder
 from .report import Reporter, Summary
-from .resolver import MAX_REVISION, ResolvedBatch, Resolver
+from .resolver import MAX_REVISION, Prepared, ResolvedBatch, Resolver
 from .settings import Settings
 from .sources import Revision, Source, source_for
 from .state import Cursor, open_cursor
@@ -110,7 +110,7 @@ class Import:
         self.bulk = bulk
         self._loaded: list[Batch] = []  # bulk: batches streamed, their progress saved at the end
         depth = max(1, settings.queue_depth)
-        self.decoded: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=depth)
+        self.decoded: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=depth)
         self.resolved: asyncio.Queue[ResolvedBatch | None] = asyncio.Queue(maxsize=depth)
         self.watermark = Watermark()
         self.sequence = Sequence()
@@ -186,14 +186,14 @@ class Import:
             raise TerminalError(
                 f"--strict: revision {batch.revision} byte {first.offset}: {first.reason}"
             )
-        await self.decoded.put(batch)
+        await self.decoded.put(await self.resolver.prepare(batch))
         self.summary.peak_queue = max(self.summary.peak_queue, self.decoded.qsize())
 
     # -- resolving and writing --------------------------------------------------------------
 
     async def _resolve(self) -> None:
-        while (batch := await self.decoded.get()) is not None:
-            resolved = await self.resolver.resolve(batch)
+        while (prepared := await self.decoded.get()) is not None:
+            resolved = await self.resolver.resolve(prepared)
             await self.resolved.put(resolved)
             self.summary.peak_queue = max(self.summary.peak_queue, self.resolved.qsize())
         for _ in range(max(1, self.settings.writers)):

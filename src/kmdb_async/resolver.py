@@ -85,6 +85,16 @@ class ResolvedBatch:
         return bool(self.repoints)
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A batch with the filters applied and its users' and keys' ids (Resolver.prepare)."""
+
+    batch: Batch
+    kept: list[Record]  # records the filters keep
+    users: dict[str, int]  # users.id of every _p and _p2 of kept records
+    keys: dict[str, int]  # keys.id of every event name and stored property key
+
+
 class IdStore(Protocol):
     """What the resolver needs from the database: ids of users and keys, created when new."""
 
@@ -103,12 +113,23 @@ class Resolver:
         self._seq = 0
         self._repoints = repoint  # False: a first import's bulk load re-points once, at its end
 
-    async def resolve(self, batch: Batch) -> ResolvedBatch:
+    async def prepare(self, batch: Batch) -> Prepared:
+        """Apply the filters and intern the users and keys of a batch's records. Needs no
+        alias link: readers run it concurrently, so the database round trips of many batches
+        overlap instead of queueing in front of the one resolver."""
+        kept = [r for r in batch.records if self.filters.keeps(r)]
+        names = {r.p for r in kept}
+        names.update(r.p2 for r in kept if r.p2 is not None)
+        users = await self._store.user_ids(names)
+        return Prepared(batch, kept, users, await self._store.key_ids(self._strings(kept)))
+
+    async def resolve(self, prepared: Prepared) -> ResolvedBatch:
+        """Rows of a prepared batch, with the links of every batch resolved before it."""
+        batch, kept, users = prepared.batch, prepared.kept, prepared.users
         out = ResolvedBatch(batch)
         self._seq += 1
         out.seq = self._seq
-        filters, graph = self.filters, self._graph
-        kept = [r for r in batch.records if filters.keeps(r)]
+        graph = self._graph
         out.skipped = len(batch.records) - len(kept)
         out.alias_records = sum(1 for r in kept if r.p2 is not None)
 
@@ -123,20 +144,15 @@ class Resolver:
         groups = list({id(g): g for g in map(graph.group, touched) if g is not None}.values()
                       ) if self._repoints else []
 
-        names: set[str] = set()
-        for r in kept:
-            names.add(r.p)
-            names.add(graph.canonical(r.p))
-            if r.p2 is not None:
-                names.add(r.p2)
-        for g in groups:
-            names.update(g.names())
-        users = await self._store.user_ids(names)
-        keys = await self._store.key_ids(self._strings(kept))
+        # Canonical users and the groups' other names: seen in earlier batches, mostly cached.
+        names = {c for c in map(graph.canonical, {r.p for r in kept}) if c not in users}
+        names.update(n for g in groups for n in g.names() if n not in users)
+        if names:
+            users.update(await self._store.user_ids(names))
 
         out.aliases = [(a, b, sql_datetime(t)) for (a, b), t in earliest.items()]
         out.repoints = [self._repoint(g, users) for g in groups]
-        self._rows(batch.revision, kept, users, keys, out)
+        self._rows(batch.revision, kept, users, prepared.keys, out)
         return out
 
     async def all_repoints(self) -> list[Repoint]:

@@ -9,14 +9,16 @@ packets of tab-separated rows as batches are resolved.
 
 Nothing of it is visible until the end, which makes the crash story short:
 
-1. both statements end (their rows commit: autocommit), then
-2. the run's alias pairs (upserted all along inside one open transaction on a third
-   connection) commit together with one re-pointing pass over every alias group, then
+1. both statements end (their rows commit: autocommit), and each table gets one re-pointing
+   pass over every alias group, on its own connection (the two in parallel), then
+2. the run's alias pairs, upserted all along inside one open transaction on a third
+   connection, commit, then
 3. the pipeline moves the cursor.
 
 A kill before 2 leaves no alias pairs, so the next run (row inserts: the tables are no longer
 empty) meets every alias again and re-points every group it touches, rows loaded with an
-older canonical user included; a kill after 2 leaves correct rows. A failed load is rolled
+older canonical user included (re-pointing twice moves nothing more); a kill after 2 leaves
+correct rows. A failed load is rolled
 back by closing its connection before its end-of-data packet: the server never sees a
 complete statement.
 
@@ -161,13 +163,18 @@ class BulkLoad:
         """End both statements, then commit the alias pairs with one pass of ``repoints``."""
         assert self.events is not None and self.properties is not None and self._links is not None
         with self._driver_errors():
-            await asyncio.gather(self.events.finish(), self.properties.finish())
-            async with self._links.cursor() as cur:
-                for table in (EVENTS, PROPERTIES):
-                    for statement in self._repoint_statements(table, repoints):
-                        await cur.execute(statement)
+            await asyncio.gather(self._close_table(self.events, repoints),
+                                 self._close_table(self.properties, repoints))
             await self._links.commit()
         self.close()
+
+    async def _close_table(self, stream: TableStream, repoints: list[Repoint]) -> None:
+        """End a table's statement, then re-point its rows on the same connection (the two
+        tables in parallel; each UPDATE commits on its own, before the alias pairs do)."""
+        await stream.finish()
+        async with stream.conn.cursor() as cur:
+            for statement in self._repoint_statements(stream.table, repoints):
+                await cur.execute(statement)
 
     def close(self) -> None:
         """Close every connection: an unfinished statement or transaction is rolled back."""

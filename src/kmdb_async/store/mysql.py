@@ -58,6 +58,7 @@ class MySQLStore(SQLStore):
         self._pool: aiomysql.Pool | None = None
         self._lock_conn: aiomysql.Connection | None = None
         self._links = asyncio.Lock()  # our writers lock alias pairs one transaction at a time
+        self._interning = asyncio.Lock()  # one INSERT of new users/keys at a time (see _intern)
         self.collation = "utf8mb4_nopad_bin"
         self._isolation = "tx_isolation"  # the session variable's name on MariaDB
 
@@ -264,26 +265,38 @@ class MySQLStore(SQLStore):
     # -- identities and keys ------------------------------------------------------------
 
     async def _intern(self, table: str, column: str, values: list[str]) -> dict[str, int]:
+        """Ids of ``values``, inserting the missing ones: one interning at a time.
+
+        Concurrent ``INSERT ... ON DUPLICATE KEY UPDATE`` of overlapping names (READ COMMITTED,
+        MariaDB 10.11) was seen to count a name as a duplicate of another statement's row that
+        never became visible, so the SELECT after it came back short. Our interning is
+        serialized, and a short answer is retried rather than trusted.
+        """
         ids: dict[str, int] = {}
-        for start in range(0, len(values), LOOKUP_CHUNK):
-            chunk = sorted(values[start : start + LOOKUP_CHUNK])  # sorted: fewer lock conflicts
+        async with self._interning:
+            for start in range(0, len(values), LOOKUP_CHUNK):
+                chunk = sorted(values[start : start + LOOKUP_CHUNK])  # sorted: fewer lock conflicts
 
-            async def op(chunk: list[str] = chunk) -> list[tuple[Any, ...]]:
-                marks = ",".join(["(%s)"] * len(chunk))
-                async with self._cursor() as cur:
-                    await cur.execute(
-                        f"INSERT INTO `{table}` (`{column}`) VALUES {marks} "
-                        f"ON DUPLICATE KEY UPDATE `id` = `id`",
-                        chunk,
-                    )
-                    await cur.execute(
-                        f"SELECT `{column}`, `id` FROM `{table}` WHERE `{column}` IN "
-                        f"({','.join(['%s'] * len(chunk))})",
-                        chunk,
-                    )
-                    return list(await cur.fetchall())
+                async def op(chunk: list[str] = chunk) -> list[tuple[Any, ...]]:
+                    marks = ",".join(["(%s)"] * len(chunk))
+                    async with self._cursor() as cur:
+                        await cur.execute(
+                            f"INSERT INTO `{table}` (`{column}`) VALUES {marks} "
+                            f"ON DUPLICATE KEY UPDATE `id` = `id`",
+                            chunk,
+                        )
+                        await cur.execute(
+                            f"SELECT `{column}`, `id` FROM `{table}` WHERE `{column}` IN "
+                            f"({','.join(['%s'] * len(chunk))})",
+                            chunk,
+                        )
+                        rows = list(await cur.fetchall())
+                    if len(rows) < len(set(chunk)):
+                        raise TransientError(f"interning into `{table}`: {len(set(chunk)) - len(rows)} "
+                                             "names not found after their insert")
+                    return rows
 
-            ids.update(await self._retry(op))
+                ids.update(await self._retry(op))
         return ids
 
     # -- batch writes -----------------------------------------------------------------------
@@ -414,7 +427,7 @@ def bulk_insert(head: str, values: Iterable[str]) -> Iterator[str]:
         yield head + ",".join(chunk) + UPSERT_NOTHING
 
 
-REPOINT_PAIRS = 5000  # (user, origin) pairs per re-pointing UPDATE
+REPOINT_PAIRS = 500  # (user, origin) pairs per re-pointing UPDATE
 
 
 def repoint_statements(table: str, repoints: list[Repoint]) -> Iterator[str]:

@@ -1,0 +1,37 @@
+"""The MariaDB store's own edges: concurrent interning and the first import's LOAD DATA text."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from kmdb_async.store import open_store
+from kmdb_async.store.loaddata import property_rows, tsv_text
+
+from .conftest import Database, settings_for
+
+
+async def test_concurrent_interning_gives_every_name_its_stored_id(database: Database) -> None:
+    store = open_store(settings_for(database))
+    await store.open()
+    await store.ensure_schema()
+    rng = random.Random(7)
+    pool = [f"anon-{i:x}" for i in range(6000)] + [str(i) for i in range(2000)]
+    batches = [rng.sample(pool, 1100) for _ in range(24)]  # overlapping, over 1000 each
+    try:
+        answers = await asyncio.gather(*(store.user_ids(set(names)) for names in batches))
+    finally:
+        await store.close()
+    stored = dict(database.query("SELECT name, id FROM users"))
+    for names, ids in zip(batches, answers, strict=True):
+        assert set(ids) == set(names)
+        assert all(stored[name] == ids[name] for name in names)
+
+
+def test_load_data_text_escapes_exactly_what_the_format_needs() -> None:
+    assert tsv_text(None) == "\\N"
+    assert tsv_text("plain café 😀") == "plain café 😀"
+    assert tsv_text("a\tb\nc\\d\x00e") == "a\\tb\\nc\\\\d\\0e"
+    assert tsv_text("\\N") == "\\\\N"  # the text backslash-N, not NULL
+    row = property_rows([(5, "2012-01-01 00:00:00", 1, 2, None, 3, None)])
+    assert row == b"5\t2012-01-01 00:00:00\t1\t2\t\\N\t3\t\\N\n"
