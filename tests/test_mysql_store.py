@@ -35,3 +35,17 @@ def test_load_data_text_escapes_exactly_what_the_format_needs() -> None:
     assert tsv_text("\\N") == "\\\\N"  # the text backslash-N, not NULL
     row = property_rows([(5, "2012-01-01 00:00:00", 1, 2, None, 3, None)])
     assert row == b"5\t2012-01-01 00:00:00\t1\t2\t\\N\t3\t\\N\n"
+
+
+async def test_advice_names_the_buffer_pool_only_when_it_is_small_for_the_export(
+        database: Database) -> None:
+    store = open_store(settings_for(database))
+    await store.open()
+    try:
+        [(pool,)] = database.query("SELECT @@innodb_buffer_pool_size")
+        assert await store.memory_advice(int(pool) // 2) is None  # a small export: nothing to say
+        advice = await store.memory_advice(int(pool) * 100)
+    finally:
+        await store.close()
+    assert advice is not None
+    assert f"innodb_buffer_pool_size is {int(pool) >> 20} MiB" in advice and "README" in advice

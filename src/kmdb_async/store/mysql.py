@@ -252,13 +252,15 @@ class MySQLStore(SQLStore):
     async def memory_advice(self, export_bytes: int) -> str | None:
         """One line of advice when the buffer pool is small for an export of this size."""
         [(pool,)] = await self.execute("SELECT @@innodb_buffer_pool_size")
-        # The indexed tables take ~1.5x the export's bytes; below a quarter of that in the
-        # pool, index pages are read back from disk (measured: benchmarks/README.md).
-        if export_bytes <= 0 or int(pool) * 6 >= export_bytes:
+        # km-db's secondary indexes take ~1.6x the export's bytes (1M lines: 183 MB of export,
+        # 301 MB of indexes, 340 MB of rows; benchmarks/README.md). A pool smaller than them
+        # reads index pages back from disk on every batch of a later import.
+        need = export_bytes * 3 // 2
+        if int(pool) >= need:
             return None
         return (f"note: innodb_buffer_pool_size is {int(pool) >> 20} MiB for {export_bytes >> 20} "
                 f"MiB to import; the import is I/O-bound until it is at least "
-                f"{max(export_bytes // 6 >> 20, 1)} MiB (see README, 'Server settings')")
+                f"{max(need >> 20, 1)} MiB (see README, 'Server settings')")
 
     # -- reads at the start of a run ------------------------------------------------------
 
