@@ -118,3 +118,15 @@ def brute_force(pairs: list[tuple[str, str]], name: str) -> str:
 def test_union_find_agrees_with_the_literal_rule(pairs: list[tuple[str, str]]) -> None:
     everyone = sorted({n for p in pairs for n in p})
     assert canon(pairs, everyone) == {n: brute_force(pairs, n) for n in everyone}
+
+
+def test_linked_says_whether_a_link_would_change_anything() -> None:
+    graph = AliasGraph()
+    assert graph.linked("1", "2")  # numeric~numeric never links
+    assert not graph.linked("a", "b") and not graph.linked("a", "5")
+    graph.link("a", "b")
+    graph.link("b", "5")
+    assert graph.linked("a", "b") and graph.linked("b", "a") and graph.linked("a", "5")
+    assert not graph.linked("a", "6") and not graph.linked("a", "c")
+    graph.link("c", "6")
+    assert not graph.linked("a", "c")  # two groups: linking them changes the canonicals

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kmdb_async.records import MAX_NAME, MAX_VALUE, Item, LineDecoder, Record, Reject
+from kmdb_async.records import MAX_NAME, MAX_VALUE, AliasScanner, Item, LineDecoder, Record, Reject
 
 T = 1_325_376_000  # 2012-01-01 00:00:00 UTC
 T_MIN = -30_610_224_000  # 1000-01-01 00:00:00 UTC
@@ -784,3 +784,28 @@ def test_hostile_mixtures_never_raise_and_give_a_record_or_a_reason_per_line(
     cut = data.draw(st.integers(0, len(body)))
     decoder = LineDecoder()
     assert decoder.feed(body[:cut]) + decoder.feed(body[cut:]) + decoder.flush() == whole
+
+
+# -- AliasScanner: a first import's read-ahead of alias records ---------------------------------
+
+SCANNED = (
+    b'{"_p":"anon-1","_p2":"42","_t":1}\n'
+    b'{"_n":"signed up","_p":"anon-1","_t":2,"note":"mentions \\"_p2\\" in a value"}\n'
+    b'{"_p":"anon-2","_p2":"caf\\303\\251","_t":3}\r\n'
+    b'{"_p":"x","_p2":' + b'"y' * 200 + b'","_t":4}\n'  # a reject: not JSON
+    b'{"_p":"anon-3","\\u005fp2":"7","_t":5}\n'  # escaped key: an alias the scan cannot see
+    b'{"_p":"anon-4","_p2":"anon-5","_t":6}'  # no final newline
+)
+
+
+@pytest.mark.parametrize("cut", range(0, len(SCANNED) + 1, 7))
+def test_alias_scanner_finds_the_decoders_alias_records_wherever_the_chunks_split(cut: int) -> None:
+    scanner = AliasScanner()
+    found = scanner.feed(SCANNED[:cut]) + scanner.feed(SCANNED[cut:]) + scanner.flush()
+    decoder = LineDecoder()
+    decoded = [i for i in decoder.feed(SCANNED) + decoder.flush()
+               if isinstance(i, Record) and i.p2 is not None]
+    pairs = [(r.p, r.p2, r.t) for r in found]
+    assert pairs == [("anon-1", "42", 1), ("anon-2", "café", 3), ("anon-4", "anon-5", 6)]
+    # Exactly the decoder's alias records, less the one whose key is escaped.
+    assert pairs == [(r.p, r.p2, r.t) for r in decoded if r.p != "anon-3"]

@@ -105,6 +105,19 @@ class AliasGraph:
             ga.canonical = gb.canonical
         return ga
 
+    def linked(self, a: str, b: str) -> bool:
+        """True when the alias ``a ~ b`` would change nothing: the graph already implies it
+        (or both are numeric, which never links)."""
+        a_num, b_num = is_numeric(a), is_numeric(b)
+        if a_num and b_num:
+            return True
+        if a_num or b_num:
+            numeric, other = (a, b) if a_num else (b, a)
+            group = self.group(other)
+            return group is not None and numeric in group.numerics
+        group = self.group(a)
+        return group is not None and group is self.group(b)
+
     def link_all(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Record many aliases (e.g. the ``aliases`` table at the start of a run)."""
         for a, b in pairs:

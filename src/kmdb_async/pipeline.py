@@ -12,10 +12,12 @@ once it and every batch before it in its revision have committed. A batch that r
 rows (it links identities) writes its links only after every earlier-resolved batch has
 committed, so the re-pointing covers all rows resolved with the old canonical users.
 
-A first import into empty MariaDB tables goes faster (store/loaddata.py): writers stream the
-rows into one LOAD DATA statement per table instead, nothing commits until every batch is in,
-then the alias pairs commit with one re-pointing pass over every group, then the cursor
-moves. If that load fails, the run starts again with row inserts (nothing is doubled).
+A first import into empty MariaDB tables goes faster (store/loaddata.py): it reads its alias
+records ahead (so rows get their final canonical users), then writers stream the rows into
+one LOAD DATA statement per table, nothing commits until every batch is in, then the groups
+linked late (aliases the read-ahead could not see) are re-pointed, the alias pairs commit,
+and the cursor moves. If that load fails, the run starts again with row inserts (nothing is
+doubled).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import msgspec
 from .batching import Batch, Batcher
 from .errors import TerminalError, TransientError
 from .identity import AliasGraph
-from .records import LineDecoder
+from .records import AliasScanner, LineDecoder
 from .report import Reporter, Summary
 from .resolver import MAX_REVISION, Prepared, ResolvedBatch, Resolver
 from .settings import Settings
@@ -128,6 +130,15 @@ class Import:
     async def run(self, revisions: list[Revision], positions: dict[int, int]) -> None:
         settings = self.settings
         try:
+            if self.bulk is not None:
+                self._readers = asyncio.create_task(self._link_ahead(revisions, positions))
+                try:
+                    await self._readers
+                except asyncio.CancelledError:
+                    if self.signum is None:
+                        raise
+                if self.signum is not None:
+                    raise Interrupted(self.signum)  # nothing was read: nothing to save
             try:
                 async with asyncio.TaskGroup() as tg:
                     self._readers = tg.create_task(self._read_all(revisions, positions))
@@ -137,7 +148,7 @@ class Import:
             except BaseExceptionGroup as group:
                 raise first_error(group) from None
             if self.bulk is not None:
-                await self.bulk.finish(await self.resolver.all_repoints())
+                await self.bulk.finish(await self.resolver.late_repoints())
                 await self._advance(self._loaded)
         finally:
             if self.bulk is not None:
@@ -148,6 +159,28 @@ class Import:
             raise Interrupted(self.signum)
 
     # -- reading ----------------------------------------------------------------------------
+
+    async def _link_ahead(self, revisions: list[Revision], positions: dict[int, int]) -> None:
+        """A first import reads its alias records ahead (only lines that mention ``_p2`` are
+        decoded): its rows then go in with their final canonical users, and the closing
+        re-pointing pass, which cost a fifth of a 1M-line import, has (almost) nothing to do."""
+        pending: Iterator[Revision] = iter(revisions)
+
+        async def scan() -> None:
+            for revision in pending:
+                scanner = AliasScanner()
+                start = positions.get(revision.number, 0)
+                async with aclosing(self.source.stream(revision, start)) as chunks:  # type: ignore[type-var]
+                    async for chunk in chunks:
+                        self.resolver.link_ahead(scanner.feed(chunk))
+                self.resolver.link_ahead(scanner.flush())
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(max(1, self.settings.files_in_flight)):
+                    tg.create_task(scan())
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
 
     async def _read_all(self, revisions: list[Revision], positions: dict[int, int]) -> None:
         pending: Iterator[Revision] = iter(revisions)

@@ -339,3 +339,49 @@ def _compact_json(value: object) -> str:
         raise _Invalid("nested too deeply") from None
     except ValueError:
         raise _Invalid("number out of range") from None
+
+
+_ALIAS_KEY = b'"_p2"'
+
+
+class AliasScanner:
+    """The alias records of an object, found without decoding the rest (a first import reads
+    them ahead, so that its rows get their final canonical users).
+
+    Only lines that contain ``"_p2"`` are decoded, exactly as LineDecoder decodes them; an
+    alias whose key is written with escapes (``"\\u005fp2"``) is not found here, which costs
+    the import a re-pointing pass for it, never a wrong row. Offsets are not kept.
+    """
+
+    def __init__(self) -> None:
+        self._pending = bytearray()  # bytes after the last newline seen
+
+    def feed(self, chunk: bytes) -> list[Record]:
+        last_newline = chunk.rfind(b"\n")
+        if last_newline < 0:
+            self._pending += chunk
+            return []
+        self._pending += chunk[: last_newline + 1]
+        block = bytes(self._pending)
+        self._pending[:] = chunk[last_newline + 1 :]
+        return self._aliases(block)
+
+    def flush(self) -> list[Record]:
+        block = bytes(self._pending) + b"\n"
+        self._pending.clear()
+        return self._aliases(block)
+
+    @staticmethod
+    def _aliases(block: bytes) -> list[Record]:
+        """Alias records among the lines of ``block`` (which ends with a newline)."""
+        lines: list[bytes] = []
+        found = block.find(_ALIAS_KEY)
+        while found >= 0:
+            start = block.rfind(b"\n", 0, found) + 1
+            end = block.index(b"\n", found)
+            lines.append(block[start:end])
+            found = block.find(_ALIAS_KEY, end)
+        if not lines:
+            return []
+        items = LineDecoder()._decode_lines(lines)
+        return [item for item in items if isinstance(item, Record) and item.p2 is not None]

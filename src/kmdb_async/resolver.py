@@ -91,7 +91,7 @@ class Prepared:
 
     batch: Batch
     kept: list[Record]  # records the filters keep
-    users: dict[str, int]  # users.id of every _p and _p2 of kept records
+    users: dict[str, int]  # users.id of every _p, _p2 and canonical of kept records
     keys: dict[str, int]  # keys.id of every event name and stored property key
 
 
@@ -111,7 +111,10 @@ class Resolver:
         self._graph = graph
         self.filters = filters
         self._seq = 0
-        self._repoints = repoint  # False: a first import's bulk load re-points once, at its end
+        # False for a first import's bulk load: its aliases are linked ahead (link_ahead), and
+        # the few links found only while resolving are re-pointed once, at its end.
+        self._repoints = repoint
+        self._late: dict[str, None] = {}  # a member of each group linked late (bulk load)
 
     async def prepare(self, batch: Batch) -> Prepared:
         """Apply the filters and intern the users and keys of a batch's records. Needs no
@@ -120,6 +123,9 @@ class Resolver:
         kept = [r for r in batch.records if self.filters.keeps(r)]
         names = {r.p for r in kept}
         names.update(r.p2 for r in kept if r.p2 is not None)
+        # Canonical users as the graph stands now: final for a first import (its aliases are
+        # linked ahead); otherwise resolve looks up the few that change before it runs.
+        names.update(map(self._graph.canonical, [r.p for r in kept]))
         users = await self._store.user_ids(names)
         return Prepared(batch, kept, users, await self._store.key_ids(self._strings(kept)))
 
@@ -139,10 +145,13 @@ class Resolver:
             if r.p2 is not None:
                 pair = alias_pair(r.p, r.p2)
                 earliest[pair] = min(r.t, earliest.get(pair, r.t))
-                if graph.link(r.p, r.p2) is not None:
+                known = graph.linked(r.p, r.p2)
+                if graph.link(r.p, r.p2) is not None and not known:
                     touched.append(r.p if not is_numeric(r.p) else r.p2)
-        groups = list({id(g): g for g in map(graph.group, touched) if g is not None}.values()
-                      ) if self._repoints else []
+        if not self._repoints:
+            self._late.update(dict.fromkeys(touched))
+            touched = []
+        groups = list({id(g): g for g in map(graph.group, touched) if g is not None}.values())
 
         # Canonical users and the groups' other names: seen in earlier batches, mostly cached.
         names = {c for c in map(graph.canonical, {r.p for r in kept}) if c not in users}
@@ -155,9 +164,18 @@ class Resolver:
         self._rows(batch.revision, kept, users, prepared.keys, out)
         return out
 
-    async def all_repoints(self) -> list[Repoint]:
-        """A re-point of every alias group known: the closing pass of a first import."""
-        groups = list(self._graph.groups())
+    def link_ahead(self, records: list[Record]) -> None:
+        """Link a first import's alias records before its rows are resolved (AliasScanner), so
+        the rows get their groups' final canonical users and need no re-pointing."""
+        keeps, link = self.filters.keeps, self._graph.link
+        for r in records:
+            if r.p2 is not None and keeps(r):
+                link(r.p, r.p2)
+
+    async def late_repoints(self) -> list[Repoint]:
+        """Re-points of the groups linked while resolving a first import (not ahead)."""
+        groups = list({id(g): g for g in map(self._graph.group, self._late) if g is not None}
+                      .values())
         users = await self._store.user_ids({name for g in groups for name in g.names()})
         return [self._repoint(g, users) for g in groups]
 

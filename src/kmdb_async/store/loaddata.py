@@ -10,7 +10,8 @@ packets of tab-separated rows as batches are resolved.
 Nothing of it is visible until the end, which makes the crash story short:
 
 1. both statements end (their rows commit: autocommit), and each table gets one re-pointing
-   pass over every alias group, on its own connection (the two in parallel), then
+   pass over the groups linked late (the pipeline links aliases ahead of the rows, so there
+   are few or none), on its own connection (the two in parallel), then
 2. the run's alias pairs, upserted all along inside one open transaction on a third
    connection, commit, then
 3. the pipeline moves the cursor.
