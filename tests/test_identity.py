@@ -130,3 +130,13 @@ def test_linked_says_whether_a_link_would_change_anything() -> None:
     assert not graph.linked("a", "6") and not graph.linked("a", "c")
     graph.link("c", "6")
     assert not graph.linked("a", "c")  # two groups: linking them changes the canonicals
+
+
+def test_one_identity_linked_to_thousands_of_numerics_stays_fast_and_exact() -> None:
+    graph = AliasGraph()
+    for i in range(1, 20001):  # quadratic attach would take minutes here
+        graph.link("undefined", str(i))
+        graph.link("undefined", str(i))  # repeated aliases attach once
+    group = graph.group("undefined")
+    assert group is not None and len(group.numerics) == 20000
+    assert graph.canonical("undefined") == "1" and graph.linked("undefined", "19999")

@@ -49,3 +49,14 @@ async def test_advice_names_the_buffer_pool_only_when_it_is_small_for_the_export
         await store.close()
     assert advice is not None
     assert f"innodb_buffer_pool_size is {int(pool) >> 20} MiB" in advice and "README" in advice
+
+
+def test_load_data_rows_escape_values_only_where_needed_and_never_lose_one() -> None:
+    plain = [(1, "2012-01-01 00:00:00", 1, 1, None, 3, "https://example.com/?a=1")]
+    assert property_rows(plain) == b"1\t2012-01-01 00:00:00\t1\t1\t\\N\t3\thttps://example.com/?a=1\n"
+    for dirty in ("tab\there", "new\nline", "back\\slash", "nul\x00", "\\N"):
+        rows = [*plain, (2, "2012-01-01 00:00:00", 1, 1, 1, 3, dirty), (3, "2012-01-01 00:00:00",
+                                                                          1, 1, 1, 3, None)]
+        lines = property_rows(rows).split(b"\n")
+        assert lines[1].split(b"\t")[-1] == tsv_text(dirty).encode()
+        assert lines[2].split(b"\t")[-1] == b"\\N" and len(lines) == 4

@@ -39,8 +39,22 @@ class AliasGroup:
 
     def __init__(self, member: str) -> None:
         self.members: list[str] = [member]
-        self.numerics: set[str] = set()
+        # A list while short (most groups hold one or two numerics; an empty set costs four
+        # times an empty list), a set once long (one identity can be linked to thousands).
+        self.numerics: list[str] | set[str] = []
         self.canonical = member
+
+    def attach(self, numeric: str) -> None:
+        """Attach a numeric identity (once)."""
+        numerics = self.numerics
+        if numeric in numerics:
+            return
+        if isinstance(numerics, list):
+            if len(numerics) < 16:
+                numerics.append(numeric)
+                return
+            self.numerics = numerics = set(numerics)
+        numerics.add(numeric)
 
     def names(self) -> list[str]:
         """Every identity whose rows may point at this group: members and attached numerics."""
@@ -87,7 +101,7 @@ class AliasGraph:
         if a_num or b_num:
             numeric, other = (a, b) if a_num else (b, a)
             group = self._group_of(other)
-            group.numerics.add(numeric)
+            group.attach(numeric)
             if preference(numeric) < preference(group.canonical):
                 group.canonical = numeric
             return group
@@ -100,7 +114,8 @@ class AliasGraph:
         self._parent[root_b] = self._root(ga.members[0])
         del self._groups[root_b]
         ga.members.extend(gb.members)
-        ga.numerics |= gb.numerics
+        for numeric in gb.numerics:
+            ga.attach(numeric)
         if preference(gb.canonical) < preference(ga.canonical):
             ga.canonical = gb.canonical
         return ga

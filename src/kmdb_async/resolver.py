@@ -35,8 +35,16 @@ def row_id(revision: int, offset: int) -> int:
 
 
 def sql_datetime(t: int) -> str:
-    """Unix seconds as a UTC DATETIME literal."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+    """Unix seconds as a UTC DATETIME literal (memoized: exports come in bursts of seconds)."""
+    text = _STAMPS.get(t)
+    if text is None:
+        if len(_STAMPS) >= 100_000:
+            _STAMPS.clear()
+        text = _STAMPS[t] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+    return text
+
+
+_STAMPS: dict[int, str] = {}
 
 
 @dataclass(frozen=True)
@@ -153,15 +161,19 @@ class Resolver:
             touched = []
         groups = list({id(g): g for g in map(graph.group, touched) if g is not None}.values())
 
-        # Canonical users and the groups' other names: seen in earlier batches, mostly cached.
-        names = {c for c in map(graph.canonical, {r.p for r in kept}) if c not in users}
+        # Canonical users (prepare looked them up as the graph stood then) and the groups'
+        # other names: seen in earlier batches, mostly cached.
+        canonical = graph.canonical
+        user_of = {p: canonical(p) for p in {r.p for r in kept if r.p2 is None}}
+        names = {c for c in user_of.values() if c not in users}
         names.update(n for g in groups for n in g.names() if n not in users)
         if names:
             users.update(await self._store.user_ids(names))
 
         out.aliases = [(a, b, sql_datetime(t)) for (a, b), t in earliest.items()]
         out.repoints = [self._repoint(g, users) for g in groups]
-        self._rows(batch.revision, kept, users, prepared.keys, out)
+        self._rows(batch.revision, kept, {p: (users[p], users[c]) for p, c in user_of.items()},
+                   prepared.keys, out)
         return out
 
     def link_ahead(self, records: list[Record]) -> None:
@@ -199,24 +211,28 @@ class Resolver:
         self,
         revision: int,
         records: list[Record],
-        users: dict[str, int],
+        ids: dict[str, tuple[int, int]],
         keys: dict[str, int],
         out: ResolvedBatch,
     ) -> None:
-        blacklist, canonical = self.filters.blacklisted_properties, self._graph.canonical
-        events, properties = out.events, out.properties
-        stamps: dict[int, str] = {}
+        """Rows of the batch's events and property sets; ``ids``: (origin, canonical user)."""
+        blacklist = self.filters.blacklisted_properties
+        events, properties = out.events.append, out.properties.extend
+        stamp, high = sql_datetime, revision << REVISION_SHIFT  # row_id, inlined: the hot loop
         for r in records:
             if r.p2 is not None:
                 continue
-            t = stamps.get(r.t) or stamps.setdefault(r.t, sql_datetime(r.t))
-            origin, user = users[r.p], users[canonical(r.p)]
-            base = row_id(revision, r.offset)
+            t = stamp(r.t)
+            origin, user = ids[r.p]
+            base = high | r.offset
             event_id = None
             if r.n is not None:
                 event_id = base
-                events.append((base, t, keys[r.n], user, origin))
-            for index, (key, value) in enumerate(r.props):
-                if key not in blacklist:
-                    properties.append((base + index, t, user, origin, event_id, keys[key], value))
-            out.truncated += r.truncated
+                events((base, t, keys[r.n], user, origin))
+            if blacklist:
+                properties([(base + index, t, user, origin, event_id, keys[key], value)
+                            for index, (key, value) in enumerate(r.props) if key not in blacklist])
+            elif r.props:
+                properties([(base + index, t, user, origin, event_id, keys[key], value)
+                            for index, (key, value) in enumerate(r.props)])
+        out.truncated += sum([r.truncated for r in records])  # alias records have none

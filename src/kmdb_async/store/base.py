@@ -8,7 +8,6 @@ dialect-specific writes. The pipeline only ever sees these methods.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -24,36 +23,46 @@ FILTER_CHUNK = 500  # names per IN (...) lookup
 
 
 class UserCache:
-    """users.id by name, least recently used first out: bounded memory for millions of users."""
+    """users.id by name, bounded: two generations, the older dropped whole when the newer
+    fills (a name looked up in the older moves to the newer). Cheaper than a true LRU's
+    reordering on every hit; holds between ``size / 2`` and ``size`` names."""
 
     def __init__(self, size: int) -> None:
-        self._size = max(1, size)
-        self._ids: OrderedDict[str, int] = OrderedDict()
+        self._half = max(1, size // 2)
+        self._new: dict[str, int] = {}
+        self._old: dict[str, int] = {}
 
     def lookup(self, names: Collection[str]) -> tuple[dict[str, int], list[str]]:
         """The cached ids among ``names``, and the names not cached."""
-        ids, found, missing = self._ids, {}, []
+        new, old = self._new, self._old
+        found: dict[str, int] = {}
+        missing: list[str] = []
         for name in names:
-            uid = ids.get(name)
+            uid = new.get(name)
             if uid is None:
-                missing.append(name)
-            else:
-                ids.move_to_end(name)
-                found[name] = uid
+                uid = old.get(name)
+                if uid is None:
+                    missing.append(name)
+                    continue
+            found[name] = uid
+        promoted = {name: uid for name, uid in found.items() if name not in new}
+        if promoted:
+            self.add(promoted)
         return found, missing
 
-    def add(self, new: dict[str, int]) -> dict[str, int]:
-        """Cache ``new`` (evicting the oldest beyond the bound); returns it."""
-        self._ids.update(new)
-        while len(self._ids) > self._size:
-            self._ids.popitem(last=False)
-        return new
+    def add(self, ids: dict[str, int]) -> dict[str, int]:
+        """Cache ``ids`` (the older generation goes when the newer is full); returns it."""
+        self._new.update(ids)
+        if len(self._new) >= self._half:
+            self._old, self._new = self._new, {}
+        return ids
 
     def clear(self) -> None:
-        self._ids.clear()
+        self._new.clear()
+        self._old.clear()
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._new) + len(self._old.keys() - self._new.keys())
 
 
 class SQLStore:

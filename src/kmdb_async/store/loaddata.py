@@ -60,17 +60,30 @@ def tsv_text(value: str | None) -> str:
     return value.translate(_ESCAPES) if not _SPECIAL.isdisjoint(value) else value
 
 
-def event_rows(rows: Iterable[tuple[int, str, int, int, int]]) -> bytes:
+def event_rows(rows: list[tuple[int, str, int, int, int]]) -> bytes:
     """Events as LOAD DATA rows: ids are ints and t a DATETIME literal, nothing to escape."""
     return "".join([f"{e}\t{t}\t{n}\t{u}\t{o}\n" for e, t, n, u, o in rows]).encode()
 
 
-def property_rows(rows: Iterable[tuple[int, str, int, int, int | None, int, str | None]]) -> bytes:
-    """Properties as LOAD DATA rows; the value escaped (the one free-text column)."""
-    return "".join([
-        f"{p}\t{t}\t{u}\t{o}\t{NULL if e is None else e}\t{k}\t{tsv_text(v)}\n"
+def property_rows(rows: list[tuple[int, str, int, int, int | None, int, str | None]]) -> bytes:
+    """Properties as LOAD DATA rows; the value escaped (the one free-text column).
+
+    Most batches hold no value with a tab, newline, backslash or NUL: the rows are first
+    written unescaped, and only when counting the text's separators shows one is it written
+    again with every value escaped (a third of the time of escaping each value).
+    """
+    text = "".join([
+        f"{p}\t{t}\t{u}\t{o}\t{NULL if e is None else e}\t{k}\t{NULL if v is None else v}\n"
         for p, t, u, o, e, k, v in rows
-    ]).encode()
+    ])
+    nulls = sum([(e is None) + (v is None) for _, _, _, _, e, _, v in rows])
+    if (text.count("\n") != len(rows) or text.count("\t") != 6 * len(rows)
+            or text.count("\\") != nulls or "\x00" in text):
+        text = "".join([
+            f"{p}\t{t}\t{u}\t{o}\t{NULL if e is None else e}\t{k}\t{tsv_text(v)}\n"
+            for p, t, u, o, e, k, v in rows
+        ])
+    return text.encode()
 
 
 class TableStream:

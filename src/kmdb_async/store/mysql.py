@@ -280,17 +280,17 @@ class MySQLStore(SQLStore):
                 chunk = sorted(values[start : start + LOOKUP_CHUNK])  # sorted: fewer lock conflicts
 
                 async def op(chunk: list[str] = chunk) -> list[tuple[Any, ...]]:
-                    marks = ",".join(["(%s)"] * len(chunk))
+                    # Quoted by hand, as bulk_insert does: the driver's generic escaping of
+                    # each argument was a tenth of a first import's client time.
+                    quoted = ["'" + escape_string(name) + "'" for name in chunk]
                     async with self._cursor() as cur:
                         await cur.execute(
-                            f"INSERT INTO `{table}` (`{column}`) VALUES {marks} "
-                            f"ON DUPLICATE KEY UPDATE `id` = `id`",
-                            chunk,
+                            f"INSERT INTO `{table}` (`{column}`) VALUES ({'),('.join(quoted)}) "
+                            f"ON DUPLICATE KEY UPDATE `id` = `id`"
                         )
                         await cur.execute(
                             f"SELECT `{column}`, `id` FROM `{table}` WHERE `{column}` IN "
-                            f"({','.join(['%s'] * len(chunk))})",
-                            chunk,
+                            f"({','.join(quoted)})"
                         )
                         rows = list(await cur.fetchall())
                     if len(rows) < len(set(chunk)):

@@ -1,0 +1,25 @@
+"""The bounded users.id cache every store shares."""
+
+from __future__ import annotations
+
+from kmdb_async.store.base import UserCache
+
+
+def test_the_cache_answers_what_it_holds_and_stays_within_its_bound() -> None:
+    cache = UserCache(100)
+    cache.add({f"u{i}": i for i in range(30)})
+    found, missing = cache.lookup(["u1", "u29", "nobody"])
+    assert found == {"u1": 1, "u29": 29} and missing == ["nobody"]
+    for start in range(30, 1000, 10):
+        cache.add({f"u{i}": i for i in range(start, start + 10)})
+        assert len(cache) <= 100
+    found, missing = cache.lookup([f"u{i}" for i in range(990, 1000)] + ["u1"])
+    assert found == {f"u{i}": i for i in range(990, 1000)} and missing == ["u1"]  # evicted
+
+
+def test_a_name_in_use_survives_the_older_generation_being_dropped() -> None:
+    cache = UserCache(20)
+    cache.add({"kept": 1})
+    for start in range(0, 200, 5):
+        cache.add({f"u{i}": i for i in range(start, start + 5)})
+        assert cache.lookup(["kept"]) == ({"kept": 1}, [])  # each lookup renews it
