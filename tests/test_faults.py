@@ -324,8 +324,9 @@ HOSTILE = ["'; DROP TABLE events; --", 'quote " and \' both', "back\\slash\\\\",
            "`keys`", "\t tab", "NUL\x00inside", "x" * 254]  # 254: with "!" an identity of 255
 
 
+@pytest.mark.parametrize("bulk_load", [True, False], ids=["load-data", "inserts"])
 def test_hostile_identities_keys_and_values_come_back_exactly(
-        database: Database, tmp_path: Path) -> None:
+        database: Database, tmp_path: Path, bulk_load: bool) -> None:
     import json
 
     lines = []
@@ -340,7 +341,8 @@ def test_hostile_identities_keys_and_values_come_back_exactly(
                                            for i, line in enumerate(lines)), encoding="utf-8")
     import asyncio
 
-    summary = asyncio.run(run_import(settings_for(database, str(tmp_path / "export"))))
+    summary = asyncio.run(run_import(settings_for(database, str(tmp_path / "export"),
+                                                  bulk_load=bulk_load)))
     assert summary.rejects == 0
     stored_users = {name for (name,) in database.query("SELECT name FROM users")}
     assert stored_users == set(HOSTILE) | {f"{text}!" for text in HOSTILE} | {"12"}

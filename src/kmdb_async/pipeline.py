@@ -352,8 +352,9 @@ async def _import(settings: Settings, store: SQLStore, source: Source, cursor: C
     advice = await store.memory_advice(total)
     if advice:
         print(f"kmdb-async: {advice}", file=sys.stderr)
+    filters = await store.load_filters()
     bulk = await store.begin_bulk_load() if bulk_load and revisions else None
-    resolver = Resolver(store, graph, await store.load_filters(), repoint=bulk is None)
+    resolver = Resolver(store, graph, filters, repoint=bulk is None)
     run = Import(settings, store, source, cursor, resolver, summary, bulk)
     reporter = Reporter(summary, total, len(revisions), settings.progress_interval)
     try:
