@@ -130,10 +130,10 @@ class Resolver:
         overlap instead of queueing in front of the one resolver."""
         kept = [r for r in batch.records if self.filters.keeps(r)]
         names = {r.p for r in kept}
-        names.update(r.p2 for r in kept if r.p2 is not None)
         # Canonical users as the graph stands now: final for a first import (its aliases are
         # linked ahead); otherwise resolve looks up the few that change before it runs.
-        names.update(map(self._graph.canonical, [r.p for r in kept]))
+        names.update(list(map(self._graph.canonical, names)))
+        names.update([r.p2 for r in kept if r.p2 is not None])
         users = await self._store.user_ids(names)
         return Prepared(batch, kept, users, await self._store.key_ids(self._strings(kept)))
 
@@ -192,13 +192,10 @@ class Resolver:
         return [self._repoint(g, users) for g in groups]
 
     def _strings(self, records: list[Record]) -> set[str]:
-        blacklist = self.filters.blacklisted_properties
-        strings: set[str] = set()
+        strings = {r.n for r in records if r.n is not None and r.p2 is None}
         for r in records:
-            if r.n is not None and r.p2 is None:
-                strings.add(r.n)
-            strings.update(k for k, _ in r.props if k not in blacklist)
-        return strings
+            strings.update([k for k, _ in r.props])
+        return strings - self.filters.blacklisted_properties
 
     def _repoint(self, group: AliasGroup, users: dict[str, int]) -> Repoint:
         return Repoint(

@@ -38,6 +38,7 @@ from typing import Any
 
 import aiomysql
 from pymysql.constants import COMMAND
+from pymysql.err import OperationalError
 from pymysql.protocol import OKPacketWrapper
 
 from ..errors import TerminalError
@@ -92,6 +93,7 @@ class TableStream:
     def __init__(self, conn: aiomysql.Connection, table: str, columns: str) -> None:
         self.conn, self.table, self.columns = conn, table, columns
         self._lock = asyncio.Lock()  # writers' packets and drains never interleave
+        self._buffer = bytearray()  # whole rows not yet sent: packets of ~PACKET bytes
         self.rows = 0
 
     async def start(self) -> None:
@@ -109,17 +111,29 @@ class TableStream:
             raise TerminalError(f"the server did not ask for the rows of `{self.table}`")
 
     async def send(self, data: bytes) -> None:
-        """Queue ``data`` (whole rows) on the statement; waits while the server is behind."""
-        if not data:
-            return
-        async with self._lock:
+        """Add ``data`` (whole rows) to the statement; waits while the server is behind."""
+        self._buffer += data
+        if len(self._buffer) >= PACKET:
+            async with self._lock:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        """Send the buffered rows (in packets of at most PACKET bytes), then drain."""
+        data, self._buffer = bytes(self._buffer), bytearray()
+        writer = self.conn._writer  # noqa: SLF001
+        try:
+            if writer is None or writer.transport.is_closing():
+                raise RuntimeError("connection closed")
             for start in range(0, len(data), PACKET):
                 self.conn.write_packet(data[start:start + PACKET])
-            await self.conn._writer.drain()  # noqa: SLF001
+            await writer.drain()
+        except RuntimeError:  # uvloop's answer to a write on a closed transport
+            raise OperationalError(2013, f"Lost connection while loading `{self.table}`") from None
 
     async def finish(self) -> int:
         """End the data; the statement runs to its end and commits. Returns its rows."""
         async with self._lock:
+            await self._flush()
             self.conn.write_packet(b"")
             ok = OKPacketWrapper(await self.conn._read_packet())  # noqa: SLF001
         if ok.warning_count:
