@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import date
+from functools import partial
 from typing import Any, TypeVar
 
 import aiomysql
@@ -61,6 +62,7 @@ class MySQLStore(SQLStore):
         self._interning = asyncio.Lock()  # one INSERT of new users/keys at a time (see _intern)
         self.collation = "utf8mb4_nopad_bin"
         self._isolation = "tx_isolation"  # the session variable's name on MariaDB
+        self._returning = False  # INSERT ... RETURNING (MariaDB 10.5+), known once open
 
     # -- connections ---------------------------------------------------------------------
 
@@ -93,6 +95,9 @@ class MySQLStore(SQLStore):
                 if "mariadb" not in version.lower():
                     self.collation = "utf8mb4_0900_bin"  # MySQL 8: binary and NO PAD
                     self._isolation = "transaction_isolation"
+                else:
+                    major, minor = (int(part) for part in version.split(".")[:2])
+                    self._returning = (major, minor) >= (10, 5)  # INSERT ... RETURNING
                 if not create:
                     await cur.execute("SELECT 1 FROM information_schema.SCHEMATA "
                                       "WHERE SCHEMA_NAME = %s", (url.database,))
@@ -267,39 +272,52 @@ class MySQLStore(SQLStore):
     # -- identities and keys ------------------------------------------------------------
 
     async def _intern(self, table: str, column: str, values: list[str]) -> dict[str, int]:
-        """Ids of ``values``, inserting the missing ones: one interning at a time.
+        """Ids of ``values``, inserting the missing ones.
 
-        Concurrent ``INSERT ... ON DUPLICATE KEY UPDATE`` of overlapping names (READ COMMITTED,
-        MariaDB 10.11) was seen to count a name as a duplicate of another statement's row that
-        never became visible, so the SELECT after it came back short. Our interning is
-        serialized, and a short answer is retried rather than trusted.
+        Names already stored are looked up concurrently (most lookups, past the first million
+        lines); the absent ones are inserted one interning at a time, which also keeps the
+        upserts of different readers apart: concurrent ``INSERT ... ON DUPLICATE KEY UPDATE``
+        of overlapping names (READ COMMITTED, MariaDB 10.11) was seen to count a name as a
+        duplicate of another statement's row that never became visible. A short answer is
+        retried, never trusted.
         """
         ids: dict[str, int] = {}
-        async with self._interning:
-            for start in range(0, len(values), LOOKUP_CHUNK):
-                chunk = sorted(values[start : start + LOOKUP_CHUNK])  # sorted: fewer lock conflicts
-
-                async def op(chunk: list[str] = chunk) -> list[tuple[Any, ...]]:
-                    # Quoted by hand, as bulk_insert does: the driver's generic escaping of
-                    # each argument was a tenth of a first import's client time.
-                    quoted = ["'" + escape_string(name) + "'" for name in chunk]
-                    async with self._cursor() as cur:
-                        await cur.execute(
-                            f"INSERT INTO `{table}` (`{column}`) VALUES ({'),('.join(quoted)}) "
-                            f"ON DUPLICATE KEY UPDATE `id` = `id`"
-                        )
-                        await cur.execute(
-                            f"SELECT `{column}`, `id` FROM `{table}` WHERE `{column}` IN "
-                            f"({','.join(quoted)})"
-                        )
-                        rows = list(await cur.fetchall())
-                    if len(rows) < len(set(chunk)):
-                        raise TransientError(f"interning into `{table}`: {len(set(chunk)) - len(rows)} "
-                                             "names not found after their insert")
-                    return rows
-
-                ids.update(await self._retry(op))
+        for start in range(0, len(values), LOOKUP_CHUNK):
+            # Quoted by hand, as bulk_insert does: the driver's generic escaping of each
+            # argument was a tenth of a first import's client time. Sorted: fewer lock conflicts.
+            quoted = {name: "'" + escape_string(name) + "'"
+                      for name in sorted(values[start : start + LOOKUP_CHUNK])}
+            ids.update(await self._retry(partial(self._stored_ids, table, column, quoted)))
+            missing = {name: q for name, q in quoted.items() if name not in ids}
+            if missing:
+                async with self._interning:
+                    ids.update(await self._retry(partial(self._insert_ids, table, column, missing)))
         return ids
+
+    async def _stored_ids(self, table: str, column: str, quoted: dict[str, str]) -> dict[str, int]:
+        async with self._cursor() as cur:
+            await cur.execute(f"SELECT `{column}`, `id` FROM `{table}` WHERE `{column}` IN "
+                              f"({','.join(quoted.values())})")
+            return dict(await cur.fetchall())
+
+    async def _insert_ids(self, table: str, column: str, quoted: dict[str, str]) -> dict[str, int]:
+        """Under the interning lock: insert the names still absent; the ids of all of them."""
+        found = await self._stored_ids(table, column, quoted)  # another reader's, meanwhile
+        new = [q for name, q in quoted.items() if name not in found]
+        if new:
+            async with self._cursor() as cur:
+                if self._returning:  # MariaDB 10.5+: the new ids come back with the insert
+                    await cur.execute(f"INSERT INTO `{table}` (`{column}`) VALUES "
+                                      f"({'),('.join(new)}) RETURNING `{column}`, `id`")
+                    found.update(await cur.fetchall())
+                else:
+                    await cur.execute(f"INSERT INTO `{table}` (`{column}`) VALUES "
+                                      f"({'),('.join(new)}) ON DUPLICATE KEY UPDATE `id` = `id`")
+                    found = await self._stored_ids(table, column, quoted)
+        if len(found) < len(quoted):
+            raise TransientError(f"interning into `{table}`: {len(quoted) - len(found)} "
+                                 "names not found after their insert")
+        return found
 
     # -- batch writes -----------------------------------------------------------------------
 
