@@ -44,15 +44,22 @@ def connect(url: str) -> pymysql.connections.Connection:  # type: ignore[type-ar
                            database=u.database, charset="utf8mb4", autocommit=True)
 
 
-def database_exists(name: str) -> bool:
-    """Whether the MariaDB database ``name`` exists (commands that only read must not create it)."""
+def admin_query(sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """One statement on a fresh connection to the server's ``mysql`` database (a test's own
+    database may not exist yet); its rows."""
     admin = connect(f"{MYSQL}/mysql")
     try:
         with admin.cursor() as cur:
-            cur.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
-            return cur.fetchone() is not None
+            cur.execute(sql, args)
+            return list(cur.fetchall())
     finally:
         admin.close()
+
+
+def database_exists(name: str) -> bool:
+    """Whether the MariaDB database ``name`` exists (commands that only read must not create it)."""
+    return bool(admin_query("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                            (name,)))
 
 
 class Database:
@@ -74,12 +81,7 @@ class Database:
 
     def drop(self) -> None:
         self.close()
-        admin = connect(f"{MYSQL}/mysql")
-        try:
-            with admin.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
-        finally:
-            admin.close()
+        admin_query(f"DROP DATABASE IF EXISTS `{self.name}`")
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every imported fact by content (names, not users.id), sorted: for equality checks.

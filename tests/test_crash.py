@@ -102,18 +102,13 @@ def test_sigterm_during_a_bulk_load_commits_what_was_read_and_exits_promptly(
     command = [sys.executable, "-m", "kmdb_async", "import", str(root)]
     process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    from .conftest import MYSQL, connect
+    from .conftest import admin_query
 
-    admin = connect(f"{MYSQL}/mysql")  # the import's database may not exist yet
-    try:
-        deadline = time.monotonic() + 60
-        with admin.cursor() as cur:
-            while not cur.execute("SELECT 1 FROM information_schema.PROCESSLIST WHERE DB = %s "
-                                  "AND INFO LIKE 'LOAD DATA LOCAL INFILE%%'", (database.name,)):
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.01)
-    finally:
-        admin.close()
+    deadline = time.monotonic() + 60
+    while not admin_query("SELECT 1 FROM information_schema.PROCESSLIST WHERE DB = %s AND "
+                          "INFO LIKE 'LOAD DATA LOCAL INFILE%%'", (database.name,)):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.01)
     time.sleep(0.2)
     assert process.poll() is None, "the import ended before it could be interrupted"
     process.send_signal(signal.SIGTERM)

@@ -18,7 +18,7 @@ from kmdb_async.pipeline import run_import
 from kmdb_async.settings import DatabaseURL
 
 from . import reference
-from .conftest import MYSQL, Database, connect, settings_for
+from .conftest import MYSQL, Database, admin_query, connect, settings_for
 from .exportgen import write_export
 from .faultproxy import RedisServer, S3FaultProxy, TcpProxy
 from .s3_server import S3Bucket
@@ -225,14 +225,9 @@ def test_killed_connection_mid_batch_is_retried_on_a_fresh_one(
 
 def loading(database: Database) -> list[int]:
     """Connections of the import running a first import's LOAD DATA statement."""
-    admin = connect(f"{MYSQL}/mysql")  # the import's database may not exist yet
-    try:
-        with admin.cursor() as cur:
-            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND "
-                        "INFO LIKE 'LOAD DATA LOCAL INFILE%%'", (database.name,))
-            return [thread for (thread,) in cur.fetchall()]
-    finally:
-        admin.close()
+    return [thread for (thread,) in admin_query(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND "
+        "INFO LIKE 'LOAD DATA LOCAL INFILE%%'", (database.name,))]
 
 
 def test_killed_bulk_load_connection_is_rolled_back_and_the_import_redone_with_inserts(
@@ -242,12 +237,7 @@ def test_killed_bulk_load_connection_is_rolled_back_and_the_import_redone_with_i
     process = start_import(root, import_env(database.url, KMDB_BULK_LOAD="true"), tmp_path)
     assert wait_until(lambda: bool(loading(database)), process)
     time.sleep(0.3)  # rows are streaming into the statement
-    admin = connect(f"{MYSQL}/mysql")
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"KILL CONNECTION {int(loading(database)[0])}")
-    finally:
-        admin.close()
+    admin_query(f"KILL CONNECTION {int(loading(database)[0])}")
     code, output = finish(process)
     assert code == 0, output
     assert "bulk load stopped" in output and "importing again with row inserts" in output

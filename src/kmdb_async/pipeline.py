@@ -27,7 +27,7 @@ import gc
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import aclosing, suppress
 from pathlib import Path
 from typing import IO
@@ -165,30 +165,19 @@ class Import:
         """A first import reads its alias records ahead (only lines that mention ``_p2`` are
         decoded): its rows then go in with their final canonical users, and the closing
         re-pointing pass, which cost a fifth of a 1M-line import, has (almost) nothing to do."""
-        pending: Iterator[Revision] = iter(revisions)
 
-        async def scan() -> None:
-            for revision in pending:
-                scanner = AliasScanner()
-                start = positions.get(revision.number, 0)
-                async with aclosing(self.source.stream(revision, start)) as chunks:  # type: ignore[type-var]
-                    async for chunk in chunks:
-                        self.resolver.link_ahead(scanner.feed(chunk))
-                self.resolver.link_ahead(scanner.flush())
+        async def scan(revision: Revision, start: int) -> None:
+            scanner = AliasScanner()
+            async with aclosing(self.source.stream(revision, start)) as chunks:  # type: ignore[type-var]
+                async for chunk in chunks:
+                    self.resolver.link_ahead(scanner.feed(chunk))
+            self.resolver.link_ahead(scanner.flush())
 
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(max(1, self.settings.files_in_flight)):
-                    tg.create_task(scan())
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
+        await self._each_revision(revisions, positions, scan)
 
     async def _read_all(self, revisions: list[Revision], positions: dict[int, int]) -> None:
-        pending: Iterator[Revision] = iter(revisions)
         try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(max(1, self.settings.files_in_flight)):
-                    tg.create_task(self._reader(pending, positions))
+            await self._each_revision(revisions, positions, self._read)
         except asyncio.CancelledError:
             # Only a stop() lets the rest drain; otherwise a sibling failed and nobody reads
             # the queue any more (a blocking put here would hang the run forever).
@@ -196,9 +185,21 @@ class Import:
                 raise
         await self.decoded.put(None)
 
-    async def _reader(self, pending: Iterator[Revision], positions: dict[int, int]) -> None:
-        for revision in pending:  # the readers share one iterator: each revision read once
-            await self._read(revision, positions.get(revision.number, 0))
+    async def _each_revision(self, revisions: list[Revision], positions: dict[int, int],
+                             read: Callable[[Revision, int], Awaitable[None]]) -> None:
+        """``read(revision, start)`` for every revision, files_in_flight at a time."""
+        pending: Iterator[Revision] = iter(revisions)
+
+        async def reader() -> None:
+            for revision in pending:  # the readers share one iterator: each revision read once
+                await read(revision, positions.get(revision.number, 0))
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(max(1, self.settings.files_in_flight)):
+                    tg.create_task(reader())
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
 
     async def _read(self, revision: Revision, start: int) -> None:
         size = self.settings.batch_size

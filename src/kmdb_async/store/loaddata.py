@@ -94,7 +94,6 @@ class TableStream:
         self.conn, self.table, self.columns = conn, table, columns
         self._lock = asyncio.Lock()  # writers' packets and drains never interleave
         self._buffer = bytearray()  # whole rows not yet sent: packets of ~PACKET bytes
-        self.rows = 0
 
     async def start(self) -> None:
         conn = self.conn
@@ -130,8 +129,8 @@ class TableStream:
         except RuntimeError:  # uvloop's answer to a write on a closed transport
             raise OperationalError(2013, f"Lost connection while loading `{self.table}`") from None
 
-    async def finish(self) -> int:
-        """End the data; the statement runs to its end and commits. Returns its rows."""
+    async def finish(self) -> None:
+        """End the data; the statement runs to its end and commits."""
         async with self._lock:
             await self._flush()
             self.conn.write_packet(b"")
@@ -141,8 +140,6 @@ class TableStream:
                 await cur.execute("SHOW WARNINGS LIMIT 1")
                 warning = await cur.fetchone()
             raise TerminalError(f"loading `{self.table}`: {warning[2] if warning else 'warnings'}")
-        self.rows = ok.affected_rows
-        return self.rows
 
 
 class BulkLoad:
