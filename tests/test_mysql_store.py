@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+from kmdb_async.batching import Batch
+from kmdb_async.resolver import PropertySet, ResolvedBatch
 from kmdb_async.store import open_store
 from kmdb_async.store.loaddata import property_rows, tsv_text
 
@@ -33,8 +35,19 @@ def test_load_data_text_escapes_exactly_what_the_format_needs() -> None:
     assert tsv_text("plain café 😀") == "plain café 😀"
     assert tsv_text("a\tb\nc\\d\x00e") == "a\\tb\\nc\\\\d\\0e"
     assert tsv_text("\\N") == "\\\\N"  # the text backslash-N, not NULL
-    row = property_rows([(5, "2012-01-01 00:00:00", 1, 2, None, 3, None)])
+    row = property_rows(resolved((5, T, 1, 2, None, [("k", None)])))
     assert row == b"5\t2012-01-01 00:00:00\t1\t2\t\\N\t3\t\\N\n"
+
+
+T = "2012-01-01 00:00:00"
+
+
+def resolved(*sets: PropertySet, dropped: frozenset[str] = frozenset()) -> ResolvedBatch:
+    """A batch resolved to ``sets`` (keys k -> 3, x -> 4; ``dropped`` blacklisted)."""
+    rb = ResolvedBatch(Batch(1, 0, 0), property_sets=list(sets), keys={"k": 3, "x": 4},
+                       dropped=dropped)
+    rb.properties = sum(key not in dropped for s in sets for key, _ in s[5])
+    return rb
 
 
 async def test_advice_names_the_buffer_pool_only_when_it_is_small_for_the_export(
@@ -52,11 +65,20 @@ async def test_advice_names_the_buffer_pool_only_when_it_is_small_for_the_export
 
 
 def test_load_data_rows_escape_values_only_where_needed_and_never_lose_one() -> None:
-    plain = [(1, "2012-01-01 00:00:00", 1, 1, None, 3, "https://example.com/?a=1")]
-    assert property_rows(plain) == b"1\t2012-01-01 00:00:00\t1\t1\t\\N\t3\thttps://example.com/?a=1\n"
+    plain = (1, T, 1, 1, None, [("k", "https://example.com/?a=1")])
+    assert property_rows(resolved(plain)) == (
+        b"1\t2012-01-01 00:00:00\t1\t1\t\\N\t3\thttps://example.com/?a=1\n")
     for dirty in ("tab\there", "new\nline", "back\\slash", "nul\x00", "\\N"):
-        rows = [*plain, (2, "2012-01-01 00:00:00", 1, 1, 1, 3, dirty), (3, "2012-01-01 00:00:00",
-                                                                          1, 1, 1, 3, None)]
-        lines = property_rows(rows).split(b"\n")
+        rb = resolved(plain, (2, T, 1, 1, 1, [("k", dirty), ("k", None)]))
+        lines = property_rows(rb).split(b"\n")
+        assert lines[1].split(b"\t")[0] == b"2" and lines[2].split(b"\t")[0] == b"3"
         assert lines[1].split(b"\t")[-1] == tsv_text(dirty).encode()
         assert lines[2].split(b"\t")[-1] == b"\\N" and len(lines) == 4
+
+
+def test_property_rows_skip_blacklisted_keys_and_keep_each_pairs_id() -> None:
+    rb = resolved((10, T, 1, 2, 10, [("x", "secret"), ("k", "a\tb"), ("x", None), ("k", None)]),
+                  dropped=frozenset({"x"}))
+    assert list(rb.property_rows()) == [(11, T, 1, 2, 10, 3, "a\tb"), (13, T, 1, 2, 10, 3, None)]
+    assert property_rows(rb) == (b"11\t2012-01-01 00:00:00\t1\t2\t10\t3\ta\\tb\n"
+                                 b"13\t2012-01-01 00:00:00\t1\t2\t10\t3\t\\N\n")

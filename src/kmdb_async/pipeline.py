@@ -254,7 +254,7 @@ class Import:
         batch, summary = rb.batch, self.summary
         summary.lines += len(batch.records) + len(batch.rejects)
         summary.events += len(rb.events)
-        summary.properties += len(rb.properties)
+        summary.properties += rb.properties
         summary.aliases += rb.alias_records
         summary.rejects += len(batch.rejects)
         summary.truncated += rb.truncated

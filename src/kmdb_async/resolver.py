@@ -13,7 +13,7 @@ members that point elsewhere onto the canonical user; rows resolved later alread
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,14 +73,27 @@ class Repoint:
     member_ids: list[int]  # users rows of the non-numeric members (origins that follow the group)
 
 
+EventRow = tuple[int, str, int, int, int]  # id, t, n (keys.id), user_id, origin_user_id
+# id, t, user_id, origin_user_id, event_id, key (keys.id), value
+PropertyRow = tuple[int, str, int, int, int | None, int, str | None]
+# The property rows of one line: the id of its first property, t, user_id, origin_user_id,
+# event_id, and the line's (key, value) pairs; the i-th pair's row has id ``first + i``. Rows
+# are written from these (ResolvedBatch.property_rows, the bulk load's text) instead of a
+# tuple per row: the line's shared columns are handled once.
+PropertySet = tuple[int, str, int, int, int | None, list[tuple[str, str | None]]]
+
+
 @dataclass(slots=True)
 class ResolvedBatch:
-    """Everything one batch writes; rows are tuples in the column order of the store."""
+    """Everything one batch writes; rows in the column order of the store."""
 
     batch: Batch
     seq: int = 0
-    events: list[tuple[int, str, int, int, int]] = field(default_factory=list)
-    properties: list[tuple[int, str, int, int, int | None, int, str | None]] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    property_sets: list[PropertySet] = field(default_factory=list)
+    keys: dict[str, int] = field(default_factory=dict)  # keys.id of the pairs' keys
+    dropped: frozenset[str] = frozenset()  # blacklisted keys: their pairs are not rows
+    properties: int = 0  # property rows
     aliases: list[tuple[str, str, str]] = field(default_factory=list)  # name1, name2, t
     repoints: list[Repoint] = field(default_factory=list)
     alias_records: int = 0  # alias records imported
@@ -91,6 +104,14 @@ class ResolvedBatch:
     def links(self) -> bool:
         """True when the batch re-points rows and so must follow every earlier batch."""
         return bool(self.repoints)
+
+    def property_rows(self) -> Iterator[PropertyRow]:
+        """The batch's property rows, one tuple each."""
+        keys, dropped = self.keys, self.dropped
+        for first, t, user, origin, event_id, pairs in self.property_sets:
+            for index, (key, value) in enumerate(pairs):
+                if key not in dropped:
+                    yield first + index, t, user, origin, event_id, keys[key], value
 
 
 @dataclass(slots=True)
@@ -213,9 +234,11 @@ class Resolver:
         out: ResolvedBatch,
     ) -> None:
         """Rows of the batch's events and property sets; ``ids``: (origin, canonical user)."""
-        blacklist = self.filters.blacklisted_properties
-        events, properties = out.events.append, out.properties.extend
+        blacklist = out.dropped = self.filters.blacklisted_properties
+        out.keys = keys
+        events, sets = out.events.append, out.property_sets.append
         stamp, high = sql_datetime, revision << REVISION_SHIFT  # row_id, inlined: the hot loop
+        pairs = 0
         for r in records:
             if r.p2 is not None:
                 continue
@@ -226,10 +249,10 @@ class Resolver:
             if r.n is not None:
                 event_id = base
                 events((base, t, keys[r.n], user, origin))
-            if blacklist:
-                properties([(base + index, t, user, origin, event_id, keys[key], value)
-                            for index, (key, value) in enumerate(r.props) if key not in blacklist])
-            elif r.props:
-                properties([(base + index, t, user, origin, event_id, keys[key], value)
-                            for index, (key, value) in enumerate(r.props)])
+            if r.props:
+                sets((base, t, user, origin, event_id, r.props))
+                pairs += len(r.props)
+        if blacklist:
+            pairs = sum([key not in blacklist for s in out.property_sets for key, _ in s[5]])
+        out.properties = pairs
         out.truncated += sum([r.truncated for r in records])  # alias records have none

@@ -20,7 +20,7 @@ import pymysql
 from pymysql.converters import escape_string
 
 from ..errors import KmdbError, TerminalError, TransientError, retrying
-from ..resolver import Repoint, ResolvedBatch
+from ..resolver import EventRow, PropertyRow, Repoint, ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
 from .base import SQLStore
@@ -329,7 +329,7 @@ class MySQLStore(SQLStore):
             *bulk_insert(f"INSERT INTO `{EVENTS}` (`id`, `t`, `n`, `user_id`, `origin_user_id`) VALUES ",
                          map(event_values, rb.events)),
             *bulk_insert(f"INSERT INTO `{PROPERTIES}` (`id`, `t`, `user_id`, `origin_user_id`, "
-                         "`event_id`, `key`, `value`) VALUES ", map(property_values, rb.properties)),
+                         "`event_id`, `key`, `value`) VALUES ", map(property_values, rb.property_rows())),
         ]
 
         async def op() -> None:
@@ -417,13 +417,13 @@ STATEMENT_BYTES = 4 << 20  # split bulk inserts well below max_allowed_packet (1
 UPSERT_NOTHING = " ON DUPLICATE KEY UPDATE `id` = `id`"
 
 
-def event_values(row: tuple[int, str, int, int, int]) -> str:
+def event_values(row: EventRow) -> str:
     """One events row as SQL: ids are ints and t a DATETIME literal, so nothing needs escaping."""
     eid, t, n, user, origin = row
     return f"({eid:d},'{t}',{n:d},{user:d},{origin:d})"
 
 
-def property_values(row: tuple[int, str, int, int, int | None, int, str | None]) -> str:
+def property_values(row: PropertyRow) -> str:
     """One properties row as SQL; the value escaped for the (utf8mb4) connection."""
     pid, t, user, origin, event, key, value = row
     text = "NULL" if value is None else "'" + escape_string(value) + "'"

@@ -214,7 +214,7 @@ class SQLiteStore(SQLStore):
                            "`origin_user_id`) VALUES (?, ?, ?, ?, ?)", rb.events)
             db.executemany(f"INSERT OR IGNORE INTO `{PROPERTIES}` (`id`, `t`, `user_id`, "
                            "`origin_user_id`, `event_id`, `key`, `value`) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?)", rb.properties)
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", rb.property_rows())
 
         await self._run(write, transaction=True)
 
