@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from kmdb_async.batching import Batch
 from kmdb_async.resolver import PropertySet, ResolvedBatch
 from kmdb_async.store import open_store
@@ -13,21 +15,51 @@ from kmdb_async.store.loaddata import property_rows, tsv_text
 from .conftest import Database, settings_for
 
 
-async def test_concurrent_interning_gives_every_name_its_stored_id(database: Database) -> None:
+@pytest.mark.parametrize("first_import", [False, True], ids=["lookup", "first-import"])
+async def test_concurrent_interning_gives_every_name_its_stored_id(
+        database: Database, first_import: bool) -> None:
+    """Overlapping batches interned at once. In a first import (empty tables, the bulk load
+    begun) new names are inserted without a lookup and their ids counted from the first."""
     store = open_store(settings_for(database))
     await store.open()
     await store.ensure_schema()
     rng = random.Random(7)
-    pool = [f"anon-{i:x}" for i in range(6000)] + [str(i) for i in range(2000)]
+    pool = [f"anon-{i:x}" for i in range(6000)] + [str(i) for i in range(2000)] + ["it's \\ é"]
     batches = [rng.sample(pool, 1100) for _ in range(24)]  # overlapping, over 1000 each
+    bulk = await store.begin_bulk_load() if first_import else None
     try:
+        assert store._users.complete is first_import  # noqa: SLF001 - the path under test
         answers = await asyncio.gather(*(store.user_ids(set(names)) for names in batches))
+        assert store._users.complete is first_import  # noqa: SLF001 - it never fell back
     finally:
+        if bulk is not None:
+            bulk.close()
         await store.close()
     stored = dict(database.query("SELECT name, id FROM users"))
+    assert len(stored) == len({name for names in batches for name in names})
     for names, ids in zip(batches, answers, strict=True):
         assert set(ids) == set(names)
         assert all(stored[name] == ids[name] for name in names)
+
+
+async def test_a_first_imports_interning_falls_back_to_lookups_when_a_name_is_there(
+        database: Database) -> None:
+    """Should a name be in the table after all, the insert without lookup fails on it; the
+    store then looks names up for the rest of the run and still answers the stored ids."""
+    store = open_store(settings_for(database))
+    await store.open()
+    await store.ensure_schema()
+    bulk = await store.begin_bulk_load()
+    try:
+        assert bulk is not None and store._users.complete  # noqa: SLF001
+        database.query("INSERT INTO users (name) VALUES ('already')")
+        ids = await store.user_ids({"already", "new-1", "new-2"})
+        assert not store._users.complete  # noqa: SLF001
+    finally:
+        if bulk is not None:
+            bulk.close()
+        await store.close()
+    assert ids == dict(database.query("SELECT name, id FROM users"))
 
 
 def test_load_data_text_escapes_exactly_what_the_format_needs() -> None:

@@ -22,15 +22,21 @@ if TYPE_CHECKING:
 FILTER_CHUNK = 500  # names per IN (...) lookup
 
 
-class UserCache:
-    """users.id by name, bounded: two generations, the older dropped whole when the newer
-    fills (a name looked up in the older moves to the newer). Cheaper than a true LRU's
-    reordering on every hit; holds between ``size / 2`` and ``size`` names."""
+class IdCache:
+    """Ids by name (users.id, keys.id), bounded: two generations, the older dropped whole when
+    the newer fills (a name looked up in the older moves to the newer). Cheaper than a true
+    LRU's reordering on every hit; holds between ``size / 2`` and ``size`` names.
+
+    ``complete`` is True while the cache holds every row of its table (the table was empty
+    when the import began and nothing was dropped since): a name it lacks is then new, and a
+    store may insert it without looking it up first.
+    """
 
     def __init__(self, size: int) -> None:
         self._half = max(1, size // 2)
         self._new: dict[str, int] = {}
         self._old: dict[str, int] = {}
+        self.complete = False
 
     def lookup(self, names: Collection[str]) -> tuple[dict[str, int], list[str]]:
         """The cached ids among ``names``, and the names not cached."""
@@ -54,12 +60,15 @@ class UserCache:
         """Cache ``ids`` (the older generation goes when the newer is full); returns it."""
         self._new.update(ids)
         if len(self._new) >= self._half:
+            if self._old:
+                self.complete = False
             self._old, self._new = self._new, {}
         return ids
 
     def clear(self) -> None:
         self._new.clear()
         self._old.clear()
+        self.complete = False
 
     def __len__(self) -> int:
         return len(self._new) + len(self._old.keys() - self._new.keys())
@@ -70,8 +79,8 @@ class SQLStore:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._users = UserCache(settings.user_cache_size)
-        self._keys: dict[str, int] = {}  # event names and property keys: a few thousand at most
+        self._users = IdCache(settings.user_cache_size)
+        self._keys = IdCache(1 << 40)  # event names and property keys: a few thousand at most
 
     # -- what each database implements ---------------------------------------------------
 
@@ -127,8 +136,10 @@ class SQLStore:
         """Record ``offset`` bytes of ``revision`` imported (never moving back)."""
         raise NotImplementedError
 
-    async def _intern(self, table: str, column: str, values: list[str]) -> dict[str, int]:
-        """Ids of ``values`` in ``table.column``, inserting the missing ones."""
+    async def _intern(self, table: str, column: str, values: list[str],
+                      cache: IdCache) -> dict[str, int]:
+        """Ids of ``values`` in ``table.column``, inserting the missing ones (``cache``: the
+        table's, which the store may consult and fill)."""
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------
@@ -198,17 +209,18 @@ class SQLStore:
 
     async def user_ids(self, names: Collection[str]) -> dict[str, int]:
         """users.id of each name, inserting missing users."""
-        found, missing = self._users.lookup(names)
-        if missing:
-            found.update(self._users.add(await self._intern(USERS, "name", missing)))
-        return found
+        return await self._ids(USERS, "name", names, self._users)
 
     async def key_ids(self, strings: Collection[str]) -> dict[str, int]:
         """keys.id of each event name or property key, interning new ones."""
-        missing = [s for s in strings if s not in self._keys]
+        return await self._ids(KEYS, "string", strings, self._keys)
+
+    async def _ids(self, table: str, column: str, names: Collection[str],
+                   cache: IdCache) -> dict[str, int]:
+        found, missing = cache.lookup(names)
         if missing:
-            self._keys.update(await self._intern(KEYS, "string", missing))
-        return {s: self._keys[s] for s in strings}
+            found.update(cache.add(await self._intern(table, column, missing, cache)))
+        return found
 
     def _forget_ids(self) -> None:
         self._users.clear()

@@ -23,9 +23,9 @@ from ..errors import KmdbError, TerminalError, TransientError, retrying
 from ..resolver import EventRow, PropertyRow, Repoint, ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
-from .base import SQLStore
+from .base import IdCache, SQLStore
 from .loaddata import BulkLoad
-from .schema import ALIASES, EVENTS, PROPERTIES, REVISIONS
+from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, USERS
 
 T = TypeVar("T")
 
@@ -63,6 +63,7 @@ class MySQLStore(SQLStore):
         self.collation = "utf8mb4_nopad_bin"
         self._isolation = "tx_isolation"  # the session variable's name on MariaDB
         self._returning = False  # INSERT ... RETURNING (MariaDB 10.5+), known once open
+        self._id_step = 0  # auto-increment step when a multi-row INSERT's ids are consecutive
 
     # -- connections ---------------------------------------------------------------------
 
@@ -237,11 +238,18 @@ class MySQLStore(SQLStore):
     async def begin_bulk_load(self) -> BulkLoad | None:
         """Start loading by LOAD DATA streams when events, properties and aliases are all
         empty and the server accepts local data; None otherwise (rows are then inserted)."""
-        [(empty, local)] = await self.execute(
+        [(empty, local, no_users, no_keys, lock_mode, step)] = await self.execute(
             f"SELECT NOT EXISTS (SELECT 1 FROM `{EVENTS}`) AND NOT EXISTS (SELECT 1 FROM "
-            f"`{PROPERTIES}`) AND NOT EXISTS (SELECT 1 FROM `{ALIASES}`), @@local_infile")
+            f"`{PROPERTIES}`) AND NOT EXISTS (SELECT 1 FROM `{ALIASES}`), @@local_infile, "
+            f"NOT EXISTS (SELECT 1 FROM `{USERS}`), NOT EXISTS (SELECT 1 FROM `{KEYS}`), "
+            "@@innodb_autoinc_lock_mode, @@auto_increment_increment")
         if not (empty and local):
             return None
+        if int(lock_mode) in (0, 1):  # "traditional" or "consecutive": see _insert_new
+            # We hold the import lock, so only we insert users and keys: while the caches hold
+            # every row, a name they lack is new.
+            self._id_step = int(step)
+            self._users.complete, self._keys.complete = bool(no_users), bool(no_keys)
 
         async def connect() -> aiomysql.Connection:
             return await aiomysql.connect(local_infile=True, **self._params(self.url.database))
@@ -271,8 +279,12 @@ class MySQLStore(SQLStore):
 
     # -- identities and keys ------------------------------------------------------------
 
-    async def _intern(self, table: str, column: str, values: list[str]) -> dict[str, int]:
+    async def _intern(self, table: str, column: str, values: list[str],
+                      cache: IdCache) -> dict[str, int]:
         """Ids of ``values``, inserting the missing ones.
+
+        While ``cache`` holds every row of the table (a first import), missing names are new:
+        they are inserted without a lookup (``_insert_new``). Otherwise:
 
         Names already stored are looked up concurrently (most lookups, past the first million
         lines); the absent ones are inserted one interning at a time, which also keeps the
@@ -281,6 +293,12 @@ class MySQLStore(SQLStore):
         duplicate of another statement's row that never became visible. A short answer is
         retried, never trusted.
         """
+        if cache.complete:
+            try:
+                async with self._interning:
+                    return await self._insert_new(table, column, values, cache)
+            except (KmdbError, *DRIVER_ERRORS):
+                cache.complete = False  # unsure what went in: look every name up from now on
         ids: dict[str, int] = {}
         for start in range(0, len(values), LOOKUP_CHUNK):
             # Quoted by hand, as bulk_insert does: the driver's generic escaping of each
@@ -293,6 +311,29 @@ class MySQLStore(SQLStore):
                 async with self._interning:
                     ids.update(await self._retry(partial(self._insert_ids, table, column, missing)))
         return ids
+
+    async def _insert_new(self, table: str, column: str, values: list[str],
+                          cache: IdCache) -> dict[str, int]:
+        """Under the interning lock, while ``cache`` holds every row: insert the names it
+        still lacks (another reader's batch may have added some meanwhile) and cache them
+        before the lock is released.
+
+        In the "traditional" and "consecutive" auto-increment lock modes, the rows of one
+        multi-row INSERT get consecutive ids (``auto_increment_increment`` apart) in the order
+        of its VALUES, from the first id the server reports: no id is read back row by row.
+        """
+        found, new = cache.lookup(values)
+        step = self._id_step
+        for start in range(0, len(new), LOOKUP_CHUNK):
+            chunk = new[start : start + LOOKUP_CHUNK]
+            async with self._cursor() as cur:
+                await cur.execute(f"INSERT INTO `{table}` (`{column}`) VALUES ('"
+                                  + "'),('".join([escape_string(name) for name in chunk]) + "')")
+                first, count = cur.lastrowid, cur.rowcount
+            if count != len(chunk) or not first:
+                raise TransientError(f"interning into `{table}`: {count} rows for {len(chunk)}")
+            found.update(cache.add({name: first + i * step for i, name in enumerate(chunk)}))
+        return found
 
     async def _stored_ids(self, table: str, column: str, quoted: dict[str, str]) -> dict[str, int]:
         async with self._cursor() as cur:

@@ -20,7 +20,7 @@ from ..errors import TerminalError, TransientError, retrying
 from ..resolver import ResolvedBatch
 from ..settings import Settings
 from . import schema
-from .base import SQLStore
+from .base import IdCache, SQLStore
 from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, RUNS, USERS
 
 T = TypeVar("T")
@@ -188,7 +188,8 @@ class SQLiteStore(SQLStore):
 
     # -- identities and keys ---------------------------------------------------------------
 
-    async def _intern(self, table: str, column: str, values: list[str]) -> dict[str, int]:
+    async def _intern(self, table: str, column: str, values: list[str],
+                      cache: IdCache) -> dict[str, int]:
         def intern(db: sqlite3.Connection) -> dict[str, int]:
             ids: dict[str, int] = {}
             for start in range(0, len(values), LOOKUP_CHUNK):

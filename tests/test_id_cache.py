@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from kmdb_async.store.base import UserCache
+from kmdb_async.store.base import IdCache
 
 
 def test_the_cache_answers_what_it_holds_and_stays_within_its_bound() -> None:
-    cache = UserCache(100)
+    cache = IdCache(100)
     cache.add({f"u{i}": i for i in range(30)})
     found, missing = cache.lookup(["u1", "u29", "nobody"])
     assert found == {"u1": 1, "u29": 29} and missing == ["nobody"]
@@ -18,7 +18,7 @@ def test_the_cache_answers_what_it_holds_and_stays_within_its_bound() -> None:
 
 
 def test_a_name_in_use_survives_the_older_generation_being_dropped() -> None:
-    cache = UserCache(20)
+    cache = IdCache(20)
     cache.add({"kept": 1})
     for start in range(0, 200, 5):
         cache.add({f"u{i}": i for i in range(start, start + 5)})
