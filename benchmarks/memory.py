@@ -30,7 +30,7 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="kmdb-memory-"))
         try:
             write_export(work / "export", lines, revisions=max(8, 8 * lines // 1_000_000), seed=42)
-            wall, rss = kmdb_import(str(work / "export"), fresh_db("kmdb_bench_memory"), {})
+            wall, rss, _ = kmdb_import(str(work / "export"), fresh_db("kmdb_bench_memory"), {})
             rows = sum(row_count("kmdb_bench_memory").values())
         finally:
             shutil.rmtree(work, ignore_errors=True)

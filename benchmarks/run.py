@@ -49,21 +49,32 @@ def fresh_db(name: str) -> str:
     return name
 
 
-def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run ``command``; returns (wall seconds, peak RSS in MB) of that process.
+def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Run ``command``; returns (wall seconds, peak RSS in MB, CPU seconds) of that process.
 
     The peak comes from GNU time in between: a child forked straight from this (large) process
     would count this process's pages in its own high-water mark.
     """
-    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as usage:
         t0 = time.perf_counter()
-        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *command],
+        done = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", usage.name, *command],
                               env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, check=False)
         wall = time.perf_counter() - t0
         if done.returncode != 0:
             raise SystemExit(f"{command[:4]} failed: {done.stderr.decode()}")
-        return wall, int(rss.read().split()[-1]) / 1024
+        rss, user, system = usage.read().split()[-3:]
+        return wall, int(rss) / 1024, float(user) + float(system)
+
+
+def server_cpu() -> float | None:
+    """CPU seconds the local MariaDB server has used so far (None when it is not local)."""
+    pids = subprocess.run(["pgrep", "-x", "mariadbd|mysqld"], capture_output=True, text=True,
+                          check=False).stdout.split()
+    if not pids:
+        return None
+    fields = Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def row_count(db: str) -> dict[str, int]:
@@ -75,14 +86,15 @@ def row_count(db: str) -> dict[str, int]:
         return counts
 
 
-def kmdb_import(source: str, db: str, extra: dict[str, str]) -> tuple[float, float]:
+def kmdb_import(source: str, db: str, extra: dict[str, str]) -> tuple[float, float, float]:
     env = {"DATABASE_URL": f"mysql://root@127.0.0.1:3306/{db}", **extra}
     return measured([sys.executable, "-m", "kmdb_async", "import", source,
                      "--rejects", os.devnull], env)
 
 
-def load_data(source_db: str, target_db: str, folder: Path) -> float:
-    """(c): dump (a)'s rows to TSV, then time one LOAD DATA LOCAL per table into copies."""
+def load_data(source_db: str, target_db: str, folder: Path) -> tuple[float, float | None]:
+    """(c): dump (a)'s rows to TSV, then time one LOAD DATA LOCAL per table into copies;
+    returns the wall seconds and the server's CPU seconds of the loads."""
     with admin(target_db, local_infile=True) as conn, conn.cursor() as cur:
         for table in TABLES:
             cur.execute(f"CREATE TABLE `{table}` LIKE `{source_db}`.`{table}`")
@@ -95,12 +107,13 @@ def load_data(source_db: str, target_db: str, folder: Path) -> float:
                     out.write("\t".join(_tsv(v) for v in row) + "\n")
             files[table] = path
         cur.execute("SET unique_checks = 0, foreign_key_checks = 0, sql_log_bin = 0")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), server_cpu()
         for table, path in files.items():
             cur.execute(f"LOAD DATA LOCAL INFILE %s INTO TABLE `{table}` CHARACTER SET utf8mb4 "
                         "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'",
                         (str(path),))
-        return time.perf_counter() - t0
+        wall, cpu1 = time.perf_counter() - t0, server_cpu()
+        return wall, None if cpu0 is None or cpu1 is None else cpu1 - cpu0
 
 
 def _tsv(value: Any) -> str:
@@ -158,43 +171,63 @@ def main() -> None:
     megabytes = sum(p.stat().st_size for p in (export / "revisions").iterdir()) / 1e6
     results: dict[str, dict[str, float]] = {}
 
-    def record(name: str, wall: float, rss: float, rows: int) -> None:
+    def record(name: str, wall: float, rss: float, rows: int, cpu: float,
+               server: float | None) -> None:
+        """One row of the table; ``cpu``: the client's CPU seconds, ``server``: the server's
+        during the run (both cores: their sum against 2 x wall tells how busy the box was)."""
         results[name] = {"wall_s": wall, "lines_per_s": args.lines / wall, "rows_per_s": rows / wall,
-                         "mb_per_s": megabytes / wall, "peak_rss_mb": rss}
+                         "mb_per_s": megabytes / wall, "peak_rss_mb": rss, "client_cpu_s": cpu,
+                         "server_cpu_s": server}
         print(f"  {name}: {wall:.1f} s", flush=True)
 
-    wall, rss = measured([sys.executable, str(ROOT / "benchmarks" / "decode_only.py"), str(export)])
-    record("(e) decode only", wall, rss, 0)
+    def server_since(start: float | None) -> float | None:
+        now = server_cpu()
+        return None if start is None or now is None else now - start
 
-    wall, rss = kmdb_import(str(export), fresh_db("kmdb_bench_a"), {})
+    wall, rss, cpu = measured([sys.executable, str(ROOT / "benchmarks" / "decode_only.py"),
+                               str(export)])
+    record("(e) decode only", wall, rss, 0, cpu, None)
+
+    before = server_cpu()
+    wall, rss, cpu = kmdb_import(str(export), fresh_db("kmdb_bench_a"), {})
+    served = server_since(before)
     rows = sum(row_count("kmdb_bench_a").values())
-    record("(a) kmdb-async, directory", wall, rss, rows)
+    record("(a) kmdb-async, directory", wall, rss, rows, cpu, served)
 
     if not args.skip_s3:
         server, env, url = s3_source(export)
         try:
-            wall, rss = kmdb_import(url, fresh_db("kmdb_bench_b"), env)
-            record("(b) kmdb-async, S3 (moto)", wall, rss, sum(row_count("kmdb_bench_b").values()))
+            before = server_cpu()
+            wall, rss, cpu = kmdb_import(url, fresh_db("kmdb_bench_b"), env)
+            served = server_since(before)
+            record("(b) kmdb-async, S3 (moto)", wall, rss, sum(row_count("kmdb_bench_b").values()),
+                   cpu, served)
         finally:
             server.stop()
 
-    wall = load_data("kmdb_bench_a", fresh_db("kmdb_bench_c"), work)
-    record("(c) LOAD DATA LOCAL (server limit)", wall, 0.0, rows)
+    target = fresh_db("kmdb_bench_c")
+    wall, served = load_data("kmdb_bench_a", target, work)
+    record("(c) LOAD DATA LOCAL (server limit)", wall, 0.0, rows, 0.0, served)
 
     if not args.skip_naive:
-        wall, rss = measured([sys.executable, str(ROOT / "benchmarks" / "naive.py"), str(export),
-                              fresh_db("kmdb_bench_d")])
-        record("(d) naive importer", wall, rss, sum(row_count("kmdb_bench_d").values()))
+        before = server_cpu()
+        wall, rss, cpu = measured([sys.executable, str(ROOT / "benchmarks" / "naive.py"),
+                                   str(export), fresh_db("kmdb_bench_d")])
+        served = server_since(before)
+        record("(d) naive importer", wall, rss, sum(row_count("kmdb_bench_d").values()), cpu, served)
 
     limit = results["(c) LOAD DATA LOCAL (server limit)"]["wall_s"]
     naive = results.get("(d) naive importer", {}).get("wall_s")
     print(f"\n{args.lines:,} lines, {megabytes:.1f} MB, {rows:,} rows; server: {server_settings()}\n")
     print(f"{'':38} {'wall s':>8} {'lines/s':>9} {'rows/s':>9} {'MB/s':>6} {'RSS MB':>7} "
-          f"{'x (c)':>6} {'(d)/x':>6}")
+          f"{'x (c)':>6} {'(d)/x':>6} {'cpu s':>6} {'srv s':>6}")
     for name, r in results.items():
         vs_naive = f"{naive / r['wall_s']:6.2f}" if naive else "     -"
+        served = f"{r['server_cpu_s']:6.1f}" if r["server_cpu_s"] is not None else "     -"
         print(f"{name:38} {r['wall_s']:8.1f} {r['lines_per_s']:9,.0f} {r['rows_per_s']:9,.0f} "
-              f"{r['mb_per_s']:6.2f} {r['peak_rss_mb']:7.0f} {r['wall_s'] / limit:6.2f} {vs_naive}")
+              f"{r['mb_per_s']:6.2f} {r['peak_rss_mb']:7.0f} {r['wall_s'] / limit:6.2f} {vs_naive} "
+              f"{r['client_cpu_s']:6.1f} {served}")
+    print("cpu s: the client process's CPU seconds; srv s: the local server's during the run")
     args.json.write_text(json.dumps({"lines": args.lines, "megabytes": megabytes, "rows": rows,
                                      "server": server_settings(), "results": results}, indent=2,
                                     default=str))
