@@ -97,15 +97,12 @@ def _property_text(rb: ResolvedBatch, field: Callable[[str | None], str]) -> str
     parts: list[str] = []
     for first, t, user, origin, event_id, pairs in rb.property_sets:
         shared = f"\t{t}\t{user}\t{origin}\t{NULL if event_id is None else event_id}\t"
-        if dropped:
-            parts += [f"{first + i}{shared}{keys[k]}\t{field(v)}\n"
-                      for i, (k, v) in enumerate(pairs) if k not in dropped]
-        elif field is _as_is:  # the hot path: no call per value
+        if field is _as_is and not dropped:  # the hot path: no call or test per value
             parts += [f"{first + i}{shared}{keys[k]}\t{NULL if v is None else v}\n"
                       for i, (k, v) in enumerate(pairs)]
         else:
             parts += [f"{first + i}{shared}{keys[k]}\t{field(v)}\n"
-                      for i, (k, v) in enumerate(pairs)]
+                      for i, (k, v) in enumerate(pairs) if k not in dropped]
     return "".join(parts)
 
 
