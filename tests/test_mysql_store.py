@@ -35,6 +35,9 @@ async def test_concurrent_interning_gives_every_name_its_stored_id(
         answers = await asyncio.gather(*(store.user_ids(set(names)) for names in batches))
         # Complete until names were dropped; never because an insert without lookup failed.
         assert store._users.complete is (first_import and cache_size > 20_000)  # noqa: SLF001
+        if bulk is not None:  # streamed users commit with the load (or once names are dropped)
+            assert (bulk.users is None) is (cache_size < 20_000)
+            await bulk.finish([])
     finally:
         if bulk is not None:
             bulk.close()
@@ -48,22 +51,44 @@ async def test_concurrent_interning_gives_every_name_its_stored_id(
 
 async def test_a_first_imports_interning_falls_back_to_lookups_when_a_name_is_there(
         database: Database) -> None:
-    """Should a name be in the table after all, the insert without lookup fails on it; the
-    store then looks names up for the rest of the run and still answers the stored ids."""
+    """Should a key be in the table after all, the insert without lookup fails on it; the
+    store then looks keys up for the rest of the run and still answers the stored ids."""
     store = open_store(settings_for(database))
     await store.open()
     await store.ensure_schema()
     bulk = await store.begin_bulk_load()
     try:
-        assert bulk is not None and store._users.complete  # noqa: SLF001
-        database.query("INSERT INTO users (name) VALUES ('already')")
-        ids = await store.user_ids({"already", "new-1", "new-2"})
-        assert not store._users.complete  # noqa: SLF001
+        assert bulk is not None and store._keys.complete  # noqa: SLF001
+        database.query("INSERT INTO `keys` (string) VALUES ('already')")
+        ids = await store.key_ids({"already", "new-1", "new-2"})
+        assert not store._keys.complete  # noqa: SLF001
     finally:
         if bulk is not None:
             bulk.close()
         await store.close()
-    assert ids == dict(database.query("SELECT name, id FROM users"))
+    assert ids == dict(database.query("SELECT string, id FROM `keys`"))
+
+
+async def test_users_streamed_by_an_unfinished_bulk_load_are_rolled_back_and_forgotten(
+        database: Database) -> None:
+    """A first import streams new users into the load (ids counted from 1); a load that stops
+    before its end leaves no user, and the ids it handed out are never answered again."""
+    store = open_store(settings_for(database))
+    await store.open()
+    await store.ensure_schema()
+    bulk = await store.begin_bulk_load()
+    assert bulk is not None and bulk.users is not None
+    try:
+        streamed = await store.user_ids({"anon-1", "it's \\ é\tx", "42"})
+        assert sorted(streamed.values()) == [1, 2, 3]
+    finally:
+        bulk.close()
+    try:
+        assert database.query("SELECT COUNT(*) FROM users") == [(0,)]
+        again = await store.user_ids({"anon-1", "42"})  # looked up and inserted now
+    finally:
+        await store.close()
+    assert again == dict(database.query("SELECT name, id FROM users"))
 
 
 def test_load_data_text_escapes_exactly_what_the_format_needs() -> None:

@@ -29,7 +29,9 @@ class IdCache:
 
     ``complete`` is True while the cache holds every row of its table (the table was empty
     when the import began and nothing was dropped since): a name it lacks is then new, and a
-    store may insert it without looking it up first.
+    store may insert it without looking it up first. While complete, hits are not promoted:
+    the older generation is dropped only once ``size`` names are cached, not ``size / 2``
+    new ones plus the hits that refilled the newer.
     """
 
     def __init__(self, size: int) -> None:
@@ -51,6 +53,8 @@ class IdCache:
                     missing.append(name)
                     continue
             found[name] = uid
+        if self.complete:  # keep every name for as long as the bound allows (no promotion)
+            return found, missing
         promoted = {name: uid for name, uid in found.items() if name not in new}
         if promoted:
             self.add(promoted)

@@ -7,9 +7,15 @@ streams all its events into one LOAD DATA LOCAL statement and all its properties
 on their own connections, while it reads; the server asks for the "file" and we answer with
 packets of tab-separated rows as batches are resolved.
 
+The users table, empty too, gets a third statement: the store gives new users their ids
+itself and streams them (no round trip per new name), until its id cache can no longer tell a
+new name from one streamed; that statement then ends early, and later names are inserted.
+
 Nothing of it is visible until the end, which makes the crash story short:
 
-1. both statements end (their rows commit: autocommit), and each table gets one re-pointing
+0. the users statement ends first (a user row must exist before any row pointing at it
+   commits; if it fails, nothing else commits and the ids it was given are forgotten), then
+1. both row statements end (their rows commit: autocommit), and each table gets one re-pointing
    pass over the groups linked late (the pipeline links aliases ahead of the rows, so there
    are few or none), on its own connection (the two in parallel), then
 2. the run's alias pairs, upserted all along inside one open transaction on a third
@@ -43,7 +49,7 @@ from pymysql.protocol import OKPacketWrapper
 
 from ..errors import TerminalError
 from ..resolver import EventRow, Repoint, ResolvedBatch
-from .schema import EVENTS, PROPERTIES
+from .schema import EVENTS, PROPERTIES, USERS
 
 PACKET = 1 << 20  # bytes per data packet (the protocol's limit is 16 MiB - 1)
 SESSION = "SET unique_checks = 0, foreign_key_checks = 0"
@@ -59,6 +65,11 @@ def tsv_text(value: str | None) -> str:
     if value is None:
         return NULL
     return value.translate(_ESCAPES) if not _SPECIAL.isdisjoint(value) else value
+
+
+def user_rows(ids: dict[str, int]) -> bytes:
+    """Users as LOAD DATA rows: the id and the name (escaped: names are free text)."""
+    return "".join([f"{uid}\t{tsv_text(name)}\n" for name, uid in ids.items()]).encode()
 
 
 def event_rows(rows: list[EventRow]) -> bytes:
@@ -162,29 +173,38 @@ class TableStream:
 
 
 class BulkLoad:
-    """The first import's streams, its open alias transaction and its closing steps."""
+    """The first import's streams, its open alias transaction and its closing steps.
+
+    With ``users`` the users table is loaded too (it was empty): ``add_users`` streams new
+    users with the ids the store gave them, until ``end_users`` (the store's id cache could no
+    longer tell a new name from one already streamed) or ``finish``. ``forget`` runs when the
+    users stream is rolled back: the ids handed out for it are void.
+    """
 
     def __init__(self, connect: Callable[[], Any],
                  upsert_aliases: Callable[[Any, list[tuple[str, str, str]]], Any],
                  repoint_statements: Callable[[str, list[Repoint]], Iterable[str]],
-                 driver_errors: Callable[[], AbstractContextManager[None]]) -> None:
+                 driver_errors: Callable[[], AbstractContextManager[None]],
+                 users: bool = False, forget: Callable[[], None] = lambda: None) -> None:
         self._connect = connect
         self._driver_errors = driver_errors  # the store's translation into our errors
         self._upsert_aliases = upsert_aliases
         self._repoint_statements = repoint_statements
+        self._with_users, self._forget = users, forget
         self._conns: list[aiomysql.Connection] = []
         self._links_lock = asyncio.Lock()
         self.events: TableStream | None = None
         self.properties: TableStream | None = None
+        self.users: TableStream | None = None  # open while new users are streamed
         self._links: aiomysql.Connection | None = None
 
     async def start(self) -> None:
-        """Open the two statements and the alias transaction."""
+        """Open the statements and the alias transaction."""
         with self._driver_errors():
             await self._start()
 
     async def _start(self) -> None:
-        self._conns = conns = [await self._connect() for _ in range(3)]
+        self._conns = conns = [await self._connect() for _ in range(3 + self._with_users)]
         self.events = TableStream(conns[0], EVENTS, "`id`, `t`, `n`, `user_id`, `origin_user_id`")
         self.properties = TableStream(conns[1], PROPERTIES, "`id`, `t`, `user_id`, "
                                       "`origin_user_id`, `event_id`, `key`, `value`")
@@ -192,6 +212,22 @@ class BulkLoad:
         await self.events.start()
         await self.properties.start()
         await self._links.begin()
+        if self._with_users:
+            self.users = TableStream(conns[3], USERS, "`id`, `name`")
+            await self.users.start()
+
+    async def add_users(self, ids: dict[str, int]) -> None:
+        """Stream new users (names the users table cannot hold yet) with their ids."""
+        assert self.users is not None
+        with self._driver_errors():
+            await self.users.send(user_rows(ids))
+
+    async def end_users(self) -> None:
+        """End the users statement: its rows commit, lookups find them from now on."""
+        if self.users is not None:
+            with self._driver_errors():
+                await self.users.finish()
+            self.users = None
 
     async def add(self, rb: ResolvedBatch) -> None:
         """Stream a batch's rows and upsert its alias pairs (its re-points wait for ``finish``)."""
@@ -204,8 +240,9 @@ class BulkLoad:
                     await self._upsert_aliases(cur, rb.aliases)
 
     async def finish(self, repoints: list[Repoint]) -> None:
-        """End both statements, then commit the alias pairs with one pass of ``repoints``."""
+        """End the statements, then commit the alias pairs with one pass of ``repoints``."""
         assert self.events is not None and self.properties is not None and self._links is not None
+        await self.end_users()  # first: rows must never commit pointing at users that did not
         with self._driver_errors():
             await asyncio.gather(self._close_table(self.events, repoints),
                                  self._close_table(self.properties, repoints))
@@ -225,3 +262,6 @@ class BulkLoad:
         for conn in self._conns:
             conn.close()
         self._conns = []
+        if self.users is not None:
+            self.users = None
+            self._forget()

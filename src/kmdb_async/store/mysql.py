@@ -64,6 +64,8 @@ class MySQLStore(SQLStore):
         self._isolation = "tx_isolation"  # the session variable's name on MariaDB
         self._returning = False  # INSERT ... RETURNING (MariaDB 10.5+), known once open
         self._id_step = 0  # auto-increment step when a multi-row INSERT's ids are consecutive
+        self._bulk: BulkLoad | None = None  # a first import's bulk load, while it streams users
+        self._next_user = 1  # the id of the next user it streams
 
     # -- connections ---------------------------------------------------------------------
 
@@ -245,21 +247,26 @@ class MySQLStore(SQLStore):
             "@@innodb_autoinc_lock_mode, @@auto_increment_increment")
         if not (empty and local):
             return None
-        if int(lock_mode) in (0, 1):  # "traditional" or "consecutive": see _insert_new
-            # We hold the import lock, so only we insert users and keys: while the caches hold
-            # every row, a name they lack is new.
+        # We hold the import lock, so only we insert users and keys: while a cache holds every
+        # row of its table, a name it lacks is new. New users are streamed into the users
+        # table with ids we count (see _stream_users); new keys are inserted (_insert_new) when
+        # a multi-row INSERT's ids are consecutive ("traditional" or "consecutive" lock mode).
+        self._users.complete = bool(no_users)
+        if int(lock_mode) in (0, 1):
             self._id_step = int(step)
-            self._users.complete, self._keys.complete = bool(no_users), bool(no_keys)
+            self._keys.complete = bool(no_keys)
 
         async def connect() -> aiomysql.Connection:
             return await aiomysql.connect(local_infile=True, **self._params(self.url.database))
 
-        bulk = BulkLoad(connect, _upsert_aliases, repoint_statements, self._driver_errors)
+        bulk = BulkLoad(connect, _upsert_aliases, repoint_statements, self._driver_errors,
+                        users=bool(no_users), forget=self._forget_ids)
         try:
             await bulk.start()
         except BaseException:
             bulk.close()
             raise
+        self._bulk, self._next_user = bulk, 1
         return bulk
 
     async def memory_advice(self, export_bytes: int) -> str | None:
@@ -293,6 +300,11 @@ class MySQLStore(SQLStore):
         duplicate of another statement's row that never became visible. A short answer is
         retried, never trusted.
         """
+        bulk = self._bulk
+        if cache is self._users and bulk is not None and bulk.users is not None:
+            async with self._interning:
+                if bulk.users is not None:  # not ended while this waited for the lock
+                    return await self._stream_users(values, bulk)
         if cache.complete:
             try:
                 async with self._interning:
@@ -311,6 +323,22 @@ class MySQLStore(SQLStore):
                 async with self._interning:
                     ids.update(await self._retry(partial(self._insert_ids, table, column, missing)))
         return ids
+
+    async def _stream_users(self, names: list[str], bulk: BulkLoad) -> dict[str, int]:
+        """Under the interning lock, in a first import: the users cache holds every user, so
+        the names it still lacks are new; they get the next ids and go into the bulk load's
+        users statement (no round trip). When the cache drops names it can no longer tell new
+        from streamed: the statement ends (its rows commit) and names are looked up again."""
+        cache = self._users
+        found, new = cache.lookup(names)
+        if new:
+            ids = {name: self._next_user + i for i, name in enumerate(new)}
+            self._next_user += len(new)
+            found.update(cache.add(ids))
+            await bulk.add_users(ids)
+        if not cache.complete:
+            await bulk.end_users()
+        return found
 
     async def _insert_new(self, table: str, column: str, values: list[str],
                           cache: IdCache) -> dict[str, int]:
