@@ -140,3 +140,15 @@ def test_one_identity_linked_to_thousands_of_numerics_stays_fast_and_exact() -> 
     group = graph.group("undefined")
     assert group is not None and len(group.numerics) == 20000
     assert graph.canonical("undefined") == "1" and graph.linked("undefined", "19999")
+
+
+@given(st.lists(st.tuples(names, names), max_size=25), st.lists(names, max_size=10))
+def test_canonicals_of_many_names_agree_with_canonical_of_each(
+        pairs: list[tuple[str, str]], others: list[str]) -> None:
+    """The batch form answers the names ever linked; every other name is its own canonical."""
+    graph = AliasGraph()
+    graph.link_all(pairs)
+    asked = {n for p in pairs for n in p} | set(others)
+    linked = graph.canonicals(asked)
+    assert {n: linked.get(n, n) for n in asked} == {n: graph.canonical(n) for n in asked}
+    assert all(graph.group(n) is not None for n in linked)

@@ -143,3 +143,29 @@ def test_property_rows_skip_blacklisted_keys_and_keep_each_pairs_id() -> None:
     assert list(rb.property_rows()) == [(11, T, 1, 2, 10, 3, "a\tb"), (13, T, 1, 2, 10, 3, None)]
     assert property_rows(rb) == (b"11\t2012-01-01 00:00:00\t1\t2\t10\t3\ta\\tb\n"
                                  b"13\t2012-01-01 00:00:00\t1\t2\t10\t3\t\\N\n")
+
+
+async def test_a_bulk_load_outlives_a_pause_longer_than_the_servers_read_timeout(
+        database: Database) -> None:
+    """The users statement gets a packet only per megabyte of new names, and a slow source
+    pauses every stream: the server must not give up on a quiet stream after net_read_timeout."""
+    store = open_store(settings_for(database))
+    await store.open()
+    try:
+        await store.ensure_schema()
+        [(default,)] = database.query("SELECT @@global.net_read_timeout")
+        database.query("SET GLOBAL net_read_timeout = 1")  # the load's connections are new
+        try:
+            bulk = await store.begin_bulk_load()
+        finally:
+            database.query(f"SET GLOBAL net_read_timeout = {int(default)}")
+        assert bulk is not None
+        try:
+            ids = await store.user_ids({"anon-1", "42"})
+            await asyncio.sleep(2.5)
+            await bulk.finish([])
+        finally:
+            bulk.close()
+    finally:
+        await store.close()
+    assert ids == dict(database.query("SELECT name, id FROM users"))

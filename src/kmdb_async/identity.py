@@ -142,6 +142,12 @@ class AliasGraph:
         """Every group (each has at least two names)."""
         return iter(self._groups.values())
 
+    def canonicals(self, names: Iterable[str]) -> dict[str, str]:
+        """The canonical identity of each of ``names`` that was ever linked (the others are
+        their own): one set intersection instead of a call per name."""
+        groups, root = self._groups, self._root
+        return {name: groups[root(name)].canonical for name in self._parent.keys() & names}
+
     def canonical(self, name: str) -> str:
         """The canonical identity of ``name`` (itself when numeric or never linked)."""
         if name in self._parent:

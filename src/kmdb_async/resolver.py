@@ -153,7 +153,7 @@ class Resolver:
         names = {r.p for r in kept}
         # Canonical users as the graph stands now: final for a first import (its aliases are
         # linked ahead); otherwise resolve looks up the few that change before it runs.
-        names.update(list(map(self._graph.canonical, names)))
+        names.update(self._graph.canonicals(names).values())
         names.update([r.p2 for r in kept if r.p2 is not None])
         users = await self._store.user_ids(names)
         return Prepared(batch, kept, users, await self._store.key_ids(self._strings(kept)))
@@ -184,17 +184,18 @@ class Resolver:
 
         # Canonical users (prepare looked them up as the graph stood then) and the groups'
         # other names: seen in earlier batches, mostly cached.
-        canonical = graph.canonical
-        user_of = {p: canonical(p) for p in {r.p for r in kept if r.p2 is None}}
-        names = {c for c in user_of.values() if c not in users}
+        origins = {r.p for r in kept if r.p2 is None}
+        linked = graph.canonicals(origins)  # the others are their own canonical
+        names = {c for c in linked.values() if c not in users}
         names.update(n for g in groups for n in g.names() if n not in users)
         if names:
             users.update(await self._store.user_ids(names))
 
         out.aliases = [(a, b, sql_datetime(t)) for (a, b), t in earliest.items()]
         out.repoints = [self._repoint(g, users) for g in groups]
-        self._rows(batch.revision, kept, {p: (users[p], users[c]) for p, c in user_of.items()},
-                   prepared.keys, out)
+        ids = {p: (users[p], users[p]) for p in origins}
+        ids.update({p: (users[p], users[c]) for p, c in linked.items()})
+        self._rows(batch.revision, kept, ids, prepared.keys, out)
         return out
 
     def link_ahead(self, records: list[Record]) -> None:
@@ -213,9 +214,8 @@ class Resolver:
         return [self._repoint(g, users) for g in groups]
 
     def _strings(self, records: list[Record]) -> set[str]:
-        strings = {r.n for r in records if r.n is not None and r.p2 is None}
-        for r in records:
-            strings.update([k for k, _ in r.props])
+        strings = {k for r in records for k, _ in r.props}
+        strings.update([r.n for r in records if r.n is not None and r.p2 is None])
         return strings - self.filters.blacklisted_properties
 
     def _repoint(self, group: AliasGroup, users: dict[str, int]) -> Repoint:
@@ -237,12 +237,13 @@ class Resolver:
         blacklist = out.dropped = self.filters.blacklisted_properties
         out.keys = keys
         events, sets = out.events.append, out.property_sets.append
-        stamp, high = sql_datetime, revision << REVISION_SHIFT  # row_id, inlined: the hot loop
+        stamps = {t: sql_datetime(t) for t in {r.t for r in records}}  # a batch's few seconds
+        high = revision << REVISION_SHIFT  # row_id, inlined: the hot loop
         pairs = 0
         for r in records:
             if r.p2 is not None:
                 continue
-            t = stamp(r.t)
+            t = stamps[r.t]
             origin, user = ids[r.p]
             base = high | r.offset
             event_id = None

@@ -52,7 +52,10 @@ from ..resolver import EventRow, Repoint, ResolvedBatch
 from .schema import EVENTS, PROPERTIES, USERS
 
 PACKET = 1 << 20  # bytes per data packet (the protocol's limit is 16 MiB - 1)
-SESSION = "SET unique_checks = 0, foreign_key_checks = 0"
+# The server gives up on a LOAD DATA LOCAL whose client sends nothing for net_read_timeout
+# (30 s by default); the users statement gets a packet only every megabyte of new names, and a
+# slow source can pause every stream, so the streams wait up to an hour.
+SESSION = "SET unique_checks = 0, foreign_key_checks = 0, net_read_timeout = 3600"
 
 # LOAD DATA's text format: tab between fields, newline after a row, backslash escapes, \N NULL.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\x00": "\\0"})
