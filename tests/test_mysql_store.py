@@ -169,3 +169,24 @@ async def test_a_bulk_load_outlives_a_pause_longer_than_the_servers_read_timeout
     finally:
         await store.close()
     assert ids == dict(database.query("SELECT name, id FROM users"))
+
+
+async def test_users_interned_after_the_users_stream_commits_get_their_stored_ids(
+        database: Database) -> None:
+    """After a load ends (its users committed), a run redone with row inserts interns new
+    users; without consecutive auto-increment ids (``innodb_autoinc_lock_mode`` 2, as the step
+    unknown here) they must be looked up, never counted."""
+    store = open_store(settings_for(database))
+    await store.open()
+    await store.ensure_schema()
+    try:
+        bulk = await store.begin_bulk_load()
+        assert bulk is not None
+        await store.user_ids({"anon-1", "anon-2"})
+        await bulk.finish([])
+        store._id_step = 0  # noqa: SLF001 - what lock mode 2 leaves it at
+        ids = await store.user_ids({"anon-2", "new-1", "new-2", "new-3"})
+    finally:
+        await store.close()
+    stored = dict(database.query("SELECT name, id FROM users"))
+    assert len(stored) == 5 and all(stored[name] == uid for name, uid in ids.items())

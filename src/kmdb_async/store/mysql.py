@@ -305,7 +305,7 @@ class MySQLStore(SQLStore):
             async with self._interning:
                 if bulk.users is not None:  # not ended while this waited for the lock
                     return await self._stream_users(values, bulk)
-        if cache.complete:
+        if cache.complete and self._id_step:  # a step known: ids are counted (_insert_new)
             try:
                 async with self._interning:
                     return await self._insert_new(table, column, values, cache)
