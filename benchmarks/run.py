@@ -17,8 +17,10 @@ matplotlib is installed, a PNG chart. Server settings are recorded: they decide 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -166,6 +168,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kmdb-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the export and (c)'s TSV files
     export = work / "export"
     write_export(export, args.lines, revisions=args.revisions, seed=42)
     megabytes = sum(p.stat().st_size for p in (export / "revisions").iterdir()) / 1e6
