@@ -142,8 +142,8 @@ class SQLStore:
 
     async def _intern(self, table: str, column: str, values: list[str],
                       cache: IdCache) -> dict[str, int]:
-        """Ids of ``values`` in ``table.column``, inserting the missing ones (``cache``: the
-        table's, which the store may consult and fill)."""
+        """Ids of ``values`` in ``table.column``, inserting the missing ones, added to
+        ``cache`` (the table's; a store may also consult it, and fill it as it goes)."""
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------
@@ -223,7 +223,7 @@ class SQLStore:
                    cache: IdCache) -> dict[str, int]:
         found, missing = cache.lookup(names)
         if missing:
-            found.update(cache.add(await self._intern(table, column, missing, cache)))
+            found.update(await self._intern(table, column, missing, cache))
         return found
 
     def _forget_ids(self) -> None:

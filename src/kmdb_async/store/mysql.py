@@ -288,7 +288,7 @@ class MySQLStore(SQLStore):
 
     async def _intern(self, table: str, column: str, values: list[str],
                       cache: IdCache) -> dict[str, int]:
-        """Ids of ``values``, inserting the missing ones.
+        """Ids of ``values``, inserting the missing ones, cached.
 
         While ``cache`` holds every row of the table (a first import), missing names are new:
         they are inserted without a lookup (``_insert_new``). Otherwise:
@@ -322,7 +322,7 @@ class MySQLStore(SQLStore):
             if missing:
                 async with self._interning:
                     ids.update(await self._retry(partial(self._insert_ids, table, column, missing)))
-        return ids
+        return cache.add(ids)
 
     async def _stream_users(self, names: list[str], bulk: BulkLoad) -> dict[str, int]:
         """Under the interning lock, in a first import: the users cache holds every user, so

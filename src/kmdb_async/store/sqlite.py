@@ -202,7 +202,7 @@ class SQLiteStore(SQLStore):
                     chunk).fetchall())
             return ids
 
-        return await self._run(intern, transaction=True)
+        return cache.add(await self._run(intern, transaction=True))
 
     # -- batch writes ----------------------------------------------------------------------
 
