@@ -291,3 +291,23 @@ async def test_exact_strings_duplicates_and_long_values_survive_the_round_trip(
     values = {key: value for _, _, _, _, key, value in rows["properties"]}
     assert values["emoji \U0001f680"] == "\U0001f680"
     assert values['q\\"k'] == "é" * 65_535
+
+
+@pytest.mark.parametrize("bulk_load", [True, False], ids=["load-data", "inserts"])
+async def test_past_its_bound_the_alias_cache_looks_groups_up_and_dealiases_exactly(
+        database: Database, tmp_path: Path, bulk_load: bool) -> None:
+    """16 names for a few hundred aliased identities: groups are dropped and looked up again
+    in the aliases table, in a first import (read ahead) and in a later one, concurrently."""
+    root = tmp_path / "export"
+    write_export(root, 4000, revisions=5, seed=7)
+    later = {path: path.read_bytes() for path in sorted((root / "revisions").iterdir())[3:]}
+    for path in later:
+        path.unlink()
+    settings = settings_for(database, str(root), batch_size=25, writers=4, files_in_flight=3,
+                            alias_cache_size=16, bulk_load=bulk_load, rejects=tmp_path / "r.jsonl")
+    await run_import(settings)
+    assert database.dump() == reference.expected(root)
+    for path, data in later.items():
+        path.write_bytes(data)
+    await run_import(settings)
+    assert database.dump() == reference.expected(root)

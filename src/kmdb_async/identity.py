@@ -138,6 +138,19 @@ class AliasGraph:
         for a, b in pairs:
             self.link(a, b)
 
+    def drop(self, group: AliasGroup) -> None:
+        """Forget a group: its members are then unlinked as far as this graph knows (the
+        alias cache reloads them from the ``aliases`` table when they come up again)."""
+        parent = self._parent
+        root = self._root(group.members[0])
+        for member in group.members:
+            del parent[member]
+        del self._groups[root]
+
+    def members(self) -> Iterator[str]:
+        """Every non-numeric identity held in a group."""
+        return iter(self._parent)
+
     def groups(self) -> Iterator[AliasGroup]:
         """Every group (each has at least two names)."""
         return iter(self._groups.values())

@@ -34,9 +34,9 @@ from typing import IO
 
 import msgspec
 
+from .aliases import AliasCache
 from .batching import Batch, Batcher
 from .errors import TerminalError, TransientError
-from .identity import AliasGraph
 from .records import AliasScanner, LineDecoder
 from .report import Reporter, Summary
 from .resolver import MAX_REVISION, Prepared, ResolvedBatch, Resolver
@@ -95,6 +95,10 @@ class Sequence:
                 self._low += 1
                 self._done.remove(self._low)
             self._changed.notify_all()
+
+    def committed(self) -> int:
+        """The highest number below which every batch is done."""
+        return self._low
 
     async def wait_before(self, seq: int) -> None:
         """Return once every batch numbered below ``seq`` is done."""
@@ -166,12 +170,15 @@ class Import:
         decoded): its rows then go in with their final canonical users, and the closing
         re-pointing pass, which cost a fifth of a 1M-line import, has (almost) nothing to do."""
 
+        assert self.bulk is not None
+        bulk = self.bulk
+
         async def scan(revision: Revision, start: int) -> None:
             scanner = AliasScanner()
             async with aclosing(self.source.stream(revision, start)) as chunks:  # type: ignore[type-var]
                 async for chunk in chunks:
-                    self.resolver.link_ahead(scanner.feed(chunk))
-            self.resolver.link_ahead(scanner.flush())
+                    await bulk.add_aliases(self.resolver.link_ahead(scanner.feed(chunk)))
+            await bulk.add_aliases(self.resolver.link_ahead(scanner.flush()))
 
         await self._each_revision(revisions, positions, scan)
 
@@ -241,6 +248,7 @@ class Import:
                 self._count(rb)
                 b = rb.batch  # only its place and rejects are kept until the load commits
                 self._loaded.append(Batch(b.revision, b.start, b.end, rejects=b.rejects, last=b.last))
+                await self.sequence.done(rb.seq)  # its alias pairs are in the load's transaction
                 continue
             await self.store.write_rows(rb)
             if rb.links:
@@ -340,8 +348,10 @@ class BulkLoadFailed(Exception):
 async def _import(settings: Settings, store: SQLStore, source: Source, cursor: Cursor,
                   summary: Summary, bulk_load: bool) -> None:
     """One pass over what is new: by a bulk load when allowed and possible, else by batches."""
-    graph = AliasGraph()
-    graph.link_all(await store.load_aliases())
+    # Few stored links are read whole (at most two names each); more are looked up.
+    stored = await store.load_aliases(settings.alias_cache_size // 2)
+    aliases = AliasCache(store, settings.alias_cache_size, complete=stored is not None)
+    aliases.graph.link_all(stored or ())
     positions = await cursor.load()
     revisions = [
         r for r in await source.revisions()
@@ -355,8 +365,9 @@ async def _import(settings: Settings, store: SQLStore, source: Source, cursor: C
         print(f"kmdb-async: {advice}", file=sys.stderr)
     filters = await store.load_filters()
     bulk = await store.begin_bulk_load() if bulk_load and revisions else None
-    resolver = Resolver(store, graph, filters, repoint=bulk is None)
+    resolver = Resolver(store, aliases, filters, repoint=bulk is None)
     run = Import(settings, store, source, cursor, resolver, summary, bulk)
+    aliases.committed = run.sequence.committed
     reporter = Reporter(summary, total, len(revisions), settings.progress_interval)
     try:
         await _with_signals(run, reporter, revisions, positions)

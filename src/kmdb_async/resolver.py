@@ -1,7 +1,7 @@
 """Resolve a batch: filters, alias links, canonical users, interned keys -> rows to write.
 
-One Resolver owns the alias graph for the whole run and resolves batches one at a time, so
-every batch sees the links of all batches resolved before it. Rows get ids derived from their
+One Resolver owns the alias cache (aliases.py) for the whole run and resolves batches one at a
+time, so every batch sees the links of all batches resolved before it. Rows get ids derived from their
 place in the export (revision and byte offset), which makes every write idempotent.
 
 Re-pointing: a batch whose alias records link non-numeric identities carries, for every group
@@ -17,8 +17,9 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .aliases import AliasCache
 from .batching import Batch
-from .identity import AliasGraph, AliasGroup, alias_pair, is_numeric
+from .identity import AliasGroup, alias_pair, is_numeric
 from .records import Record
 
 REVISION_SHIFT = 40  # row id = revision << 40 | byte offset: 1 TiB per revision
@@ -45,6 +46,17 @@ def sql_datetime(t: int) -> str:
 
 
 _STAMPS: dict[int, str] = {}
+
+
+def alias_pairs(records: list[Record]) -> list[tuple[str, str, str]]:
+    """Each pair of the alias records among ``records`` once: (name1, name2, its earliest t
+    as DATETIME text)."""
+    earliest: dict[tuple[str, str], int] = {}
+    for r in records:
+        if r.p2 is not None:
+            pair = alias_pair(r.p, r.p2)
+            earliest[pair] = min(r.t, earliest.get(pair, r.t))
+    return [(a, b, sql_datetime(t)) for (a, b), t in earliest.items()]
 
 
 @dataclass(frozen=True)
@@ -134,10 +146,10 @@ class IdStore(Protocol):
 class Resolver:
     """Turns batches into rows, in the order they are handed in."""
 
-    def __init__(self, store: IdStore, graph: AliasGraph, filters: Filters,
+    def __init__(self, store: IdStore, aliases: AliasCache, filters: Filters,
                  repoint: bool = True) -> None:
         self._store = store
-        self._graph = graph
+        self._aliases = aliases
         self.filters = filters
         self._seq = 0
         # False for a first import's bulk load: its aliases are linked ahead (link_ahead), and
@@ -151,10 +163,12 @@ class Resolver:
         overlap instead of queueing in front of the one resolver."""
         kept = [r for r in batch.records if self.filters.keeps(r)]
         names = {r.p for r in kept}
+        linked = [r.p2 for r in kept if r.p2 is not None]
+        await self._aliases.load([*names, *linked])  # ahead of resolve, which then has them
         # Canonical users as the graph stands now: final for a first import (its aliases are
         # linked ahead); otherwise resolve looks up the few that change before it runs.
-        names.update(self._graph.canonicals(names).values())
-        names.update([r.p2 for r in kept if r.p2 is not None])
+        names.update(self._aliases.graph.canonicals(names).values())
+        names.update(linked)
         users = await self._store.user_ids(names)
         return Prepared(batch, kept, users, await self._store.key_ids(self._strings(kept)))
 
@@ -164,18 +178,17 @@ class Resolver:
         out = ResolvedBatch(batch)
         self._seq += 1
         out.seq = self._seq
-        graph = self._graph
+        aliases = self._aliases
+        await aliases.load_all({name for r in kept for name in (r.p, r.p2) if name is not None})
+        graph = aliases.graph
         out.skipped = len(batch.records) - len(kept)
         out.alias_records = sum(1 for r in kept if r.p2 is not None)
-
-        earliest: dict[tuple[str, str], int] = {}
+        out.aliases = alias_pairs(kept)
         touched: list[str] = []
         for r in kept:
             if r.p2 is not None:
-                pair = alias_pair(r.p, r.p2)
-                earliest[pair] = min(r.t, earliest.get(pair, r.t))
                 known = graph.linked(r.p, r.p2)
-                if graph.link(r.p, r.p2) is not None and not known:
+                if aliases.link(r.p, r.p2, out.seq) is not None and not known:
                     touched.append(r.p if not is_numeric(r.p) else r.p2)
         if not self._repoints:
             self._late.update(dict.fromkeys(touched))
@@ -191,24 +204,30 @@ class Resolver:
         if names:
             users.update(await self._store.user_ids(names))
 
-        out.aliases = [(a, b, sql_datetime(t)) for (a, b), t in earliest.items()]
         out.repoints = [self._repoint(g, users) for g in groups]
         ids = {p: (users[p], users[p]) for p in origins}
         ids.update({p: (users[p], users[c]) for p, c in linked.items()})
         self._rows(batch.revision, kept, ids, prepared.keys, out)
+        aliases.trim()
         return out
 
-    def link_ahead(self, records: list[Record]) -> None:
+    def link_ahead(self, records: list[Record]) -> list[tuple[str, str, str]]:
         """Link a first import's alias records before its rows are resolved (AliasScanner), so
-        the rows get their groups' final canonical users and need no re-pointing."""
-        keeps, link = self.filters.keeps, self._graph.link
-        for r in records:
-            if r.p2 is not None and keeps(r):
+        the rows get their groups' final canonical users and need no re-pointing. Returns
+        their pairs (name1, name2, earliest t), to be stored ahead of the rows: past the alias
+        cache's bound, the rows' groups are looked up from them."""
+        keeps, link = self.filters.keeps, self._aliases.link_ahead
+        links = [r for r in records if r.p2 is not None and keeps(r)]
+        for r in links:
+            if r.p2 is not None:
                 link(r.p, r.p2)
+        return alias_pairs(links)
 
     async def late_repoints(self) -> list[Repoint]:
         """Re-points of the groups linked while resolving a first import (not ahead)."""
-        groups = list({id(g): g for g in map(self._graph.group, self._late) if g is not None}
+        await self._aliases.load_all(self._late)
+        graph = self._aliases.graph
+        groups = list({id(g): g for g in map(graph.group, self._late) if g is not None}
                       .values())
         users = await self._store.user_ids({name for g in groups for name in g.names()})
         return [self._repoint(g, users) for g in groups]

@@ -117,6 +117,7 @@ class Settings:
     writers: int = 4  # database connections writing batches concurrently
     queue_depth: int = 16  # batches buffered between stages (backpressure bound)
     user_cache_size: int = 300_000  # identities whose users.id is cached in memory (at most)
+    alias_cache_size: int = 100_000  # aliased identities whose groups are held in memory
     bulk_load: bool = True  # a first import into empty MariaDB tables streams LOAD DATA
     rejects: Path | None = None  # JSON-lines file receiving rejected lines
     strict: bool = False  # stop at the first rejected line

@@ -207,9 +207,22 @@ class SQLStore:
                                     "`id` < %s", (low, high)))[0][0] for table in (EVENTS, PROPERTIES)]
         return max((int(top) for top in tops if top is not None), default=None)
 
-    async def load_aliases(self) -> list[tuple[str, str]]:
-        """Every alias pair ever imported: the alias graph is rebuilt from them."""
-        return [(a, b) for a, b in await self.execute(f"SELECT `name1`, `name2` FROM `{ALIASES}`")]
+    async def load_aliases(self, limit: int) -> list[tuple[str, str]] | None:
+        """Every alias pair ever imported, or None when there are more than ``limit``."""
+        rows = await self.execute(f"SELECT `name1`, `name2` FROM `{ALIASES}` LIMIT %s", (limit + 1,))
+        return None if len(rows) > limit else [(a, b) for a, b in rows]
+
+    async def alias_links(self, names: Collection[str]) -> list[tuple[str, str]]:
+        """Every stored alias pair with one of ``names`` on either side (the alias cache's
+        lookup; a pair may come twice)."""
+        values, found = list(names), []
+        for start in range(0, len(values), FILTER_CHUNK):
+            chunk = values[start:start + FILTER_CHUNK]
+            marks = ",".join(["%s"] * len(chunk))
+            found.extend(await self.execute(
+                f"SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name1` IN ({marks}) UNION ALL "
+                f"SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name2` IN ({marks})", chunk * 2))
+        return [(a, b) for a, b in found]
 
     async def user_ids(self, names: Collection[str]) -> dict[str, int]:
         """users.id of each name, inserting missing users."""

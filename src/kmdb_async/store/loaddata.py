@@ -232,15 +232,31 @@ class BulkLoad:
                 await self.users.finish()
             self.users = None
 
+    async def add_aliases(self, pairs: list[tuple[str, str, str]]) -> None:
+        """Upsert alias pairs read ahead of the rows (visible to ``links`` at once)."""
+        assert self._links is not None
+        if pairs:
+            with self._driver_errors():
+                async with self._links_lock, self._links.cursor() as cur:
+                    await self._upsert_aliases(cur, pairs)
+
+    async def links(self, sql: str) -> list[tuple[Any, ...]] | None:
+        """Rows of a query of ``aliases`` as the load's transaction sees them (its pairs
+        included); None once the load is over."""
+        if self._links is None:
+            return None
+        with self._driver_errors():
+            async with self._links_lock, self._links.cursor() as cur:
+                await cur.execute(sql)
+                return list(await cur.fetchall())
+
     async def add(self, rb: ResolvedBatch) -> None:
         """Stream a batch's rows and upsert its alias pairs (its re-points wait for ``finish``)."""
         assert self.events is not None and self.properties is not None and self._links is not None
         with self._driver_errors():
             await self.events.send(event_rows(rb.events))
             await self.properties.send(property_rows(rb))
-            if rb.aliases:
-                async with self._links_lock, self._links.cursor() as cur:
-                    await self._upsert_aliases(cur, rb.aliases)
+            await self.add_aliases(rb.aliases)
 
     async def finish(self, repoints: list[Repoint]) -> None:
         """End the statements, then commit the alias pairs with one pass of ``repoints``."""
@@ -264,7 +280,7 @@ class BulkLoad:
         """Close every connection: an unfinished statement or transaction is rolled back."""
         for conn in self._conns:
             conn.close()
-        self._conns = []
+        self._conns, self._links = [], None
         if self.users is not None:
             self.users = None
             self._forget()

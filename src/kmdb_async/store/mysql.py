@@ -9,7 +9,7 @@ connection leaves the same rows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import date
 from functools import partial
@@ -324,6 +324,26 @@ class MySQLStore(SQLStore):
                     ids.update(await self._retry(partial(self._insert_ids, table, column, missing)))
         return cache.add(ids)
 
+    async def alias_links(self, names: Collection[str]) -> list[tuple[str, str]]:
+        """Every stored alias pair with one of ``names`` on either side; during a first
+        import's bulk load, as its transaction sees them (the pairs it read ahead)."""
+        values, found = list(names), []
+        for start in range(0, len(values), LOOKUP_CHUNK):
+            quoted = ",".join(["'" + escape_string(name) + "'"
+                               for name in values[start : start + LOOKUP_CHUNK]])
+            sql = (f"SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name1` IN ({quoted}) "
+                   f"UNION ALL SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name2` IN ({quoted})")
+            rows = await self._bulk.links(sql) if self._bulk is not None else None
+            if rows is None:
+                rows = await self._retry(partial(self._select, sql))
+            found.extend(rows)
+        return [(a, b) for a, b in found]
+
+    async def _select(self, sql: str) -> list[tuple[Any, ...]]:
+        async with self._cursor() as cur:
+            await cur.execute(sql)
+            return list(await cur.fetchall())
+
     async def _stream_users(self, names: list[str], bulk: BulkLoad) -> dict[str, int]:
         """Under the interning lock, in a first import: the users cache holds every user, so
         the names it still lacks are new; they get the next ids and go into the bulk load's
@@ -364,10 +384,8 @@ class MySQLStore(SQLStore):
         return found
 
     async def _stored_ids(self, table: str, column: str, quoted: dict[str, str]) -> dict[str, int]:
-        async with self._cursor() as cur:
-            await cur.execute(f"SELECT `{column}`, `id` FROM `{table}` WHERE `{column}` IN "
-                              f"({','.join(quoted.values())})")
-            return dict(await cur.fetchall())
+        return dict(await self._select(f"SELECT `{column}`, `id` FROM `{table}` WHERE `{column}` "
+                                       f"IN ({','.join(quoted.values())})"))
 
     async def _insert_ids(self, table: str, column: str, quoted: dict[str, str]) -> dict[str, int]:
         """Under the interning lock: insert the names still absent; the ids of all of them."""
