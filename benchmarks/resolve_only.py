@@ -19,8 +19,8 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from kmdb_async.batching import Batch, Batcher
 from kmdb_async.aliases import AliasCache
+from kmdb_async.batching import Batch, Batcher
 from kmdb_async.records import LineDecoder
 from kmdb_async.resolver import Filters, Resolver
 from kmdb_async.sources import revision_number

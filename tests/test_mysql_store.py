@@ -190,3 +190,23 @@ async def test_users_interned_after_the_users_stream_commits_get_their_stored_id
         await store.close()
     stored = dict(database.query("SELECT name, id FROM users"))
     assert len(stored) == 5 and all(stored[name] == uid for name, uid in ids.items())
+
+
+async def test_a_bulk_load_looks_up_the_alias_pairs_it_holds_before_they_commit(
+        database: Database) -> None:
+    """A first import stores its alias pairs ahead in the load's open transaction; the alias
+    cache's lookups see them there. Once the load is over, lookups go to the pool."""
+    store = open_store(settings_for(database))
+    await store.open()
+    await store.ensure_schema()
+    bulk = await store.begin_bulk_load()
+    assert bulk is not None
+    try:
+        await bulk.add_aliases([("5", "anon-a", "2012-01-01 00:00:00"),
+                                ("anon-a", "anon-b", "2012-01-01 00:00:01")])
+        assert sorted(await store.alias_links(["anon-a"])) == [("5", "anon-a"), ("anon-a", "anon-b")]
+        assert database.query("SELECT COUNT(*) FROM aliases") == [(0,)]  # others see nothing yet
+    finally:
+        bulk.close()  # rolled back
+    assert await store.alias_links(["anon-a"]) == []
+    await store.close()

@@ -8,7 +8,9 @@ is a cache of it, in one of two modes:
   its export's aliases ahead), and stays so while the graph holds at most ``size`` names.
 - **by lookup**: past that, the graph holds the groups of the names met lately. A name met for
   the first time (or again after it was dropped) is *loaded*: its stored links are read, and
-  those of every member they reach, so its group is whole. Groups are dropped in two
+  those of every member they reach, so its group is whole. Only names a filter of every
+  aliased name (NameFilter: about 1.2 bytes each) may hold are read; the others, most names
+  of an export, were never linked. Groups are dropped in two
   generations, like the ids cache: when ``size / 2`` names were loaded since the last drop,
   the groups of names not met since the drop before go, except those with a link not yet
   stored (a batch resolved but not committed). A name whose group is not whole is never
@@ -21,12 +23,51 @@ else the resolver loads those names again before it answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from typing import Protocol
 
 from .identity import AliasGraph, AliasGroup, is_numeric
 
 NEVER = 1 << 62  # a batch number no run reaches: committed() before a run has batches
+PROBES = 6  # bits set per name in a NameFilter: with 10 bits per name, 0.8% false positives
+
+
+class NameFilter:
+    """A Bloom filter of names: a name added is always found, one never added is found with a
+    probability of about 1%. When full it is followed by one twice as large (10 bits a name)."""
+
+    def __init__(self, names: Iterable[str] = (), capacity: int = 1 << 16) -> None:
+        self._filters: list[tuple[bytearray, int]] = []  # bits, mask (a power of two less one)
+        self._room = 0  # names the last filter takes before the next one starts
+        self._capacity = capacity // 2
+        for name in names:
+            self.add(name)
+
+    def add(self, name: str) -> None:
+        if self._room == 0:
+            self._capacity *= 2
+            size = 1 << (self._capacity * 10 - 1).bit_length()  # bits
+            self._filters.append((bytearray(size // 8), size - 1))
+            self._room = self._capacity
+        self._room -= 1
+        bits, mask = self._filters[-1]
+        h = hash(name)
+        a, b = h & 0xFFFFFFFF, (h >> 32) | 1
+        for i in range(PROBES):
+            p = (a + i * b) & mask
+            bits[p >> 3] |= 1 << (p & 7)
+
+    def __contains__(self, name: str) -> bool:
+        h = hash(name)
+        a, b = h & 0xFFFFFFFF, (h >> 32) | 1
+        for bits, mask in self._filters:
+            for i in range(PROBES):
+                p = (a + i * b) & mask
+                if not bits[p >> 3] >> (p & 7) & 1:
+                    break
+            else:
+                return True
+        return False
 
 
 class LinkStore(Protocol):
@@ -36,14 +77,25 @@ class LinkStore(Protocol):
         """Every stored alias pair with one of ``names`` on either side."""
         ...
 
+    async def load_aliases(self, limit: int) -> list[tuple[str, str]] | None:
+        """Every stored alias pair, or None when there are more than ``limit``."""
+        ...
+
+    def alias_names(self) -> AsyncIterator[list[str]]:
+        """Both names of every stored alias pair, a page at a time."""
+        ...
+
 
 class AliasCache:
     """The groups of the identities a run meets; see the module docstring."""
 
-    def __init__(self, store: LinkStore, size: int, complete: bool = True,
+    def __init__(self, store: LinkStore, size: int, aliased: Iterable[str] | None = None,
                  committed: Callable[[], int] = lambda: NEVER) -> None:
+        """Complete (and empty) without ``aliased``; else by lookup, ``aliased`` naming every
+        identity of a stored link."""
         self.graph = AliasGraph()
-        self.complete = complete
+        self.complete = aliased is None
+        self._maybe = NameFilter(aliased) if aliased is not None else NameFilter()
         self.committed = committed  # the highest batch number whose links are all stored
         self.loads = 0  # lookups of the aliases table (each a round trip or a few)
         self._store = store
@@ -52,17 +104,39 @@ class AliasCache:
         self._new: set[str] = set()  # names loaded since the last drop (or met again)
         self._old: set[str] = set()  # names loaded before it
         self._pending: dict[str, int] = {}  # name -> the last batch that linked it
-        self._epoch = 0  # drops so far
+        self.epoch = 0  # drops so far: a load at the same epoch still holds
+
+    @classmethod
+    async def open(cls, store: LinkStore, size: int) -> AliasCache:
+        """The cache at the start of a run: the stored links read whole when there are few
+        (at most two names each), else the names of every stored link, for the filter."""
+        stored = await store.load_aliases(size // 2)
+        if stored is not None:
+            cache = cls(store, size)
+            cache.graph.link_all(stored)
+            return cache
+        cache = cls(store, size, aliased=())
+        async for page in store.alias_names():  # a page at a time: only the filter stays
+            for name in page:
+                cache._maybe.add(name)
+        return cache
+
+    def _by_lookup(self) -> None:
+        """Leave the complete mode: the filter learns every name the graph holds."""
+        self.complete = False
+        self._maybe = NameFilter(self.graph.members())
+        self.epoch += 1
 
     # -- what the resolver asks ----------------------------------------------------------
 
     def link(self, a: str, b: str, seq: int) -> AliasGroup | None:
         """Record the alias ``a ~ b`` of batch ``seq`` (its names loaded); see AliasGraph.link."""
-        pending = self._pending
-        if not is_numeric(a):
-            pending[a] = seq
-        if not is_numeric(b):
-            pending[b] = seq
+        for name in (a, b):
+            if not is_numeric(name):
+                self._pending[name] = seq
+                if not self.complete:  # its group is whole: met now, and aliased from now on
+                    self._new.add(name)
+                    self._maybe.add(name)
         return self.graph.link(a, b)
 
     def link_ahead(self, a: str, b: str) -> None:
@@ -70,16 +144,21 @@ class AliasCache:
         if self.complete:
             self.graph.link(a, b)
             if len(self.graph) > self._size:  # too many to hold: the stored links are the truth
-                self.complete = False
+                self._by_lookup()
                 self.graph = AliasGraph()
+            return
+        for name in (a, b):
+            if not is_numeric(name):
+                self._maybe.add(name)
 
     async def load(self, names: Iterable[str]) -> bool:
         """Make the groups of ``names`` whole in the graph; False when a drop while it read
         left some of them unmarked (the caller loads them again if it must answer)."""
         if self.complete:
             return True
-        new, old = self._new, self._old
-        wanted = {name for name in names if name not in new and not is_numeric(name)}
+        new, old, maybe = self._new, self._old, self._maybe
+        wanted = {name for name in names
+                  if name not in new and name in maybe and not is_numeric(name)}
         if not wanted:
             return True
         met = wanted & old  # loaded before the last drop: kept one more generation
@@ -87,7 +166,7 @@ class AliasCache:
         wanted -= met
         if not wanted:
             return True
-        epoch, read, links = self._epoch, set(wanted), []
+        epoch, read, links = self.epoch, set(wanted), []
         while wanted:  # each round reads the links of the members the last one reached
             self.loads += 1
             found = await self._store.alias_links(wanted)
@@ -96,7 +175,7 @@ class AliasCache:
                       if name not in read and not is_numeric(name)
                       and name not in self._new and name not in self._old}
             read |= wanted
-        if self._epoch != epoch:  # a drop meanwhile: what was known then may be gone
+        if self.epoch != epoch:  # a drop meanwhile: what was known then may be gone
             return False
         self.graph.link_all(links)
         self._new.update(read)
@@ -116,7 +195,7 @@ class AliasCache:
         if self.complete:
             if len(self.graph) <= self._size:
                 return
-            self.complete = False  # from now on names are loaded: all the graph holds is
+            self._by_lookup()  # from now on names are loaded: all the graph holds is
             self._new = set(self.graph.members())
         if len(self._new) < self._half:
             return
@@ -134,4 +213,4 @@ class AliasCache:
             else:
                 graph.drop(group)
         self._old, self._new = new | kept, set()
-        self._epoch += 1
+        self.epoch += 1

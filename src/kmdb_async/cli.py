@@ -120,6 +120,12 @@ def import_(
     retry_attempts: Annotated[int, typer.Option(
         envvar="KMDB_RETRY_ATTEMPTS", min=1,
         help="Tries of one failing S3/database/Redis operation before the run stops.")] = 6,
+    user_cache_size: Annotated[int, typer.Option(
+        envvar="KMDB_USER_CACHE_SIZE", min=2,
+        help="Identities whose users.id is kept in memory (at most).")] = 300_000,
+    alias_cache_size: Annotated[int, typer.Option(
+        envvar="KMDB_ALIAS_CACHE_SIZE", min=2,
+        help="Aliased identities whose groups are kept in memory (at most).")] = 100_000,
     bulk_load: Annotated[bool, typer.Option(
         "--bulk-load/--no-bulk-load", envvar="KMDB_BULK_LOAD",
         help="A first import into empty MariaDB/MySQL tables loads them by LOAD DATA "
@@ -133,7 +139,7 @@ def import_(
         aws_region=aws_region, min_revision=min_revision, revision_lookahead=revision_lookahead,
         batch_size=batch_size, files_in_flight=files_in_flight, writers=writers,
         queue_depth=queue_depth, rejects=rejects, strict=strict, retry_attempts=retry_attempts,
-        bulk_load=bulk_load,
+        user_cache_size=user_cache_size, alias_cache_size=alias_cache_size, bulk_load=bulk_load,
     )
     summary = _run(settings, lambda: run_import(settings))
     typer.echo(summary.text())

@@ -348,10 +348,7 @@ class BulkLoadFailed(Exception):
 async def _import(settings: Settings, store: SQLStore, source: Source, cursor: Cursor,
                   summary: Summary, bulk_load: bool) -> None:
     """One pass over what is new: by a bulk load when allowed and possible, else by batches."""
-    # Few stored links are read whole (at most two names each); more are looked up.
-    stored = await store.load_aliases(settings.alias_cache_size // 2)
-    aliases = AliasCache(store, settings.alias_cache_size, complete=stored is not None)
-    aliases.graph.link_all(stored or ())
+    aliases = await AliasCache.open(store, settings.alias_cache_size)
     positions = await cursor.load()
     revisions = [
         r for r in await source.revisions()

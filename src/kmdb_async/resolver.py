@@ -134,6 +134,7 @@ class Prepared:
     kept: list[Record]  # records the filters keep
     users: dict[str, int]  # users.id of every _p, _p2 and canonical of kept records
     keys: dict[str, int]  # keys.id of every event name and stored property key
+    epoch: int  # the alias cache's epoch when it held the records' groups, else -1
 
 
 class IdStore(Protocol):
@@ -164,13 +165,16 @@ class Resolver:
         kept = [r for r in batch.records if self.filters.keeps(r)]
         names = {r.p for r in kept}
         linked = [r.p2 for r in kept if r.p2 is not None]
-        await self._aliases.load([*names, *linked])  # ahead of resolve, which then has them
+        aliases = self._aliases
+        whole = await aliases.load([*names, *linked])  # ahead of resolve, which then has them
+        epoch = aliases.epoch if whole else -1
         # Canonical users as the graph stands now: final for a first import (its aliases are
         # linked ahead); otherwise resolve looks up the few that change before it runs.
-        names.update(self._aliases.graph.canonicals(names).values())
+        names.update(aliases.graph.canonicals(names).values())
         names.update(linked)
         users = await self._store.user_ids(names)
-        return Prepared(batch, kept, users, await self._store.key_ids(self._strings(kept)))
+        keys = await self._store.key_ids(self._strings(kept))
+        return Prepared(batch, kept, users, keys, epoch)
 
     async def resolve(self, prepared: Prepared) -> ResolvedBatch:
         """Rows of a prepared batch, with the links of every batch resolved before it."""
@@ -179,7 +183,8 @@ class Resolver:
         self._seq += 1
         out.seq = self._seq
         aliases = self._aliases
-        await aliases.load_all({name for r in kept for name in (r.p, r.p2) if name is not None})
+        if prepared.epoch != aliases.epoch:  # groups dropped since prepare loaded them
+            await aliases.load_all({name for r in kept for name in (r.p, r.p2) if name is not None})
         graph = aliases.graph
         out.skipped = len(batch.records) - len(kept)
         out.alias_records = sum(1 for r in kept if r.p2 is not None)

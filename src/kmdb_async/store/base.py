@@ -8,7 +8,7 @@ dialect-specific writes. The pipeline only ever sees these methods.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..resolver import Filters, ResolvedBatch
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .loaddata import BulkLoad
 
 FILTER_CHUNK = 500  # names per IN (...) lookup
+PAGE = 50_000  # rows per read of a table too large to hold
 
 
 class IdCache:
@@ -211,6 +212,14 @@ class SQLStore:
         """Every alias pair ever imported, or None when there are more than ``limit``."""
         rows = await self.execute(f"SELECT `name1`, `name2` FROM `{ALIASES}` LIMIT %s", (limit + 1,))
         return None if len(rows) > limit else [(a, b) for a, b in rows]
+
+    async def alias_names(self) -> AsyncIterator[list[str]]:
+        """Both names of every stored alias pair, a page of pairs at a time (by id)."""
+        last = 0
+        while rows := await self.execute(f"SELECT `id`, `name1`, `name2` FROM `{ALIASES}` "
+                                         "WHERE `id` > %s ORDER BY `id` LIMIT %s", (last, PAGE)):
+            last = int(rows[-1][0])
+            yield [name for _, a, b in rows for name in (a, b)]
 
     async def alias_links(self, names: Collection[str]) -> list[tuple[str, str]]:
         """Every stored alias pair with one of ``names`` on either side (the alias cache's

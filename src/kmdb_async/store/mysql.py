@@ -33,6 +33,9 @@ T = TypeVar("T")
 # connection killed, server shutting down.
 TRANSIENT_CODES = frozenset({1205, 1213, 1927, 1053, 2003, 2006, 2013, 2055, 1040, 1317})
 LOOKUP_CHUNK = 1000  # names per IN (...) lookup
+# Names per lookup of aliases: past about 200 (eq_range_index_dive_limit) MariaDB 10.11 chose
+# a full index scan over the pairs, 30 ms for 1,000 names among 46,000 pairs (100: 2 ms).
+ALIAS_CHUNK = 100
 LOCK_PREFIX = "kmdb-async import "
 
 
@@ -328,9 +331,9 @@ class MySQLStore(SQLStore):
         """Every stored alias pair with one of ``names`` on either side; during a first
         import's bulk load, as its transaction sees them (the pairs it read ahead)."""
         values, found = list(names), []
-        for start in range(0, len(values), LOOKUP_CHUNK):
+        for start in range(0, len(values), ALIAS_CHUNK):
             quoted = ",".join(["'" + escape_string(name) + "'"
-                               for name in values[start : start + LOOKUP_CHUNK]])
+                               for name in values[start : start + ALIAS_CHUNK]])
             sql = (f"SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name1` IN ({quoted}) "
                    f"UNION ALL SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name2` IN ({quoted})")
             rows = await self._bulk.links(sql) if self._bulk is not None else None
