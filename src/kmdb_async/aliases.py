@@ -8,13 +8,13 @@ is a cache of it, in one of two modes:
   its export's aliases ahead), and stays so while the graph holds at most ``size`` names.
 - **by lookup**: past that, the graph holds the groups of the names met lately. A name met for
   the first time (or again after it was dropped) is *loaded*: its stored links are read, and
-  those of every member they reach, so its group is whole. Only names a filter of every
-  aliased name (NameFilter: about 1.2 bytes each) may hold are read; the others, most names
-  of an export, were never linked. Groups are dropped in two
-  generations, like the ids cache: when ``size / 2`` names were loaded since the last drop,
-  the groups of names not met since the drop before go, except those with a link not yet
-  stored (a batch resolved but not committed). A name whose group is not whole is never
-  answered: every member of a loaded group is loaded.
+  those of every member they reach, so its group is whole. Only names that a filter of
+  every aliased name (NameFilter, 10 bits a name) may hold are read; the others, most names
+  of an export, were never linked. Groups are dropped in two generations, like the ids
+  cache: when ``size / 2`` names were loaded since the last drop, the groups of names not met
+  since the drop before go, except those with a link not yet stored (a batch resolved but
+  not committed). A name whose group is not whole is never answered: every member of a
+  loaded group is loaded.
 
 Loads run concurrently (readers warm the cache for the batches they prepare) while the one
 resolver links and drops: a load keeps what it read only if nothing was dropped meanwhile,
@@ -97,7 +97,6 @@ class AliasCache:
         self.complete = aliased is None
         self._maybe = NameFilter(aliased) if aliased is not None else NameFilter()
         self.committed = committed  # the highest batch number whose links are all stored
-        self.loads = 0  # lookups of the aliases table (each a round trip or a few)
         self._store = store
         self._half = max(1, size // 2)
         self._size = size
@@ -105,6 +104,8 @@ class AliasCache:
         self._old: set[str] = set()  # names loaded before it
         self._pending: dict[str, int] = {}  # name -> the last batch that linked it
         self.epoch = 0  # drops so far: a load at the same epoch still holds
+        self._ahead: list[tuple[str, str, str]] = []  # pairs read ahead, not stored yet
+        self._whole = False  # complete for the whole run, past the bound if need be
 
     @classmethod
     async def open(cls, store: LinkStore, size: int) -> AliasCache:
@@ -139,17 +140,32 @@ class AliasCache:
                     self._maybe.add(name)
         return self.graph.link(a, b)
 
-    def link_ahead(self, a: str, b: str) -> None:
-        """A link read ahead by a first import (and stored with it): kept while complete."""
+    def link_ahead(self, links: list[tuple[str, str]],
+                   pairs: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        """Links read ahead by a first import, and their pairs (name1, name2, t): returns the
+        pairs to store now. While complete, none: the batches store them as they are resolved
+        (the graph answers meanwhile). Past the bound, every pair read ahead so far and from
+        now on: the rows' groups are then looked up from them."""
         if self.complete:
-            self.graph.link(a, b)
-            if len(self.graph) > self._size:  # too many to hold: the stored links are the truth
-                self._by_lookup()
-                self.graph = AliasGraph()
-            return
-        for name in (a, b):
-            if not is_numeric(name):
-                self._maybe.add(name)
+            self.graph.link_all(links)
+            self._ahead.extend(pairs)
+            if len(self.graph) <= self._size:
+                return []
+            self._by_lookup()  # too many to hold: the stored links will be the truth
+            self.graph = AliasGraph()
+            pairs, self._ahead = self._ahead, []
+            return pairs
+        for link in links:
+            for name in link:
+                if not is_numeric(name):
+                    self._maybe.add(name)
+        return pairs
+
+    def end_link_ahead(self) -> None:
+        """The read-ahead is over. Still complete, the cache stays so for the run: its links
+        are stored only as their batches are, so none may be dropped before."""
+        self._ahead = []
+        self._whole = self.complete
 
     async def load(self, names: Iterable[str]) -> bool:
         """Make the groups of ``names`` whole in the graph; False when a drop while it read
@@ -168,7 +184,6 @@ class AliasCache:
             return True
         epoch, read, links = self.epoch, set(wanted), []
         while wanted:  # each round reads the links of the members the last one reached
-            self.loads += 1
             found = await self._store.alias_links(wanted)
             links.extend(found)
             wanted = {name for pair in found for name in pair
@@ -193,7 +208,7 @@ class AliasCache:
         if len(self._pending) > 4096:
             self._pending = {n: s for n, s in self._pending.items() if s > committed}
         if self.complete:
-            if len(self.graph) <= self._size:
+            if len(self.graph) <= self._size or self._whole:
                 return
             self._by_lookup()  # from now on names are loaded: all the graph holds is
             self._new = set(self.graph.members())

@@ -181,6 +181,7 @@ class Import:
             await bulk.add_aliases(self.resolver.link_ahead(scanner.flush()))
 
         await self._each_revision(revisions, positions, scan)
+        self.resolver.end_link_ahead()
 
     async def _read_all(self, revisions: list[Revision], positions: dict[int, int]) -> None:
         try:

@@ -218,15 +218,18 @@ class Resolver:
 
     def link_ahead(self, records: list[Record]) -> list[tuple[str, str, str]]:
         """Link a first import's alias records before its rows are resolved (AliasScanner), so
-        the rows get their groups' final canonical users and need no re-pointing. Returns
-        their pairs (name1, name2, earliest t), to be stored ahead of the rows: past the alias
-        cache's bound, the rows' groups are looked up from them."""
-        keeps, link = self.filters.keeps, self._aliases.link_ahead
+        the rows get their groups' final canonical users and need no re-pointing. Returns the
+        pairs (name1, name2, earliest t) to store ahead of the rows: none while the alias
+        cache holds every link (the batches store them), all once it cannot (the rows'
+        groups are then looked up from them)."""
+        keeps = self.filters.keeps
         links = [r for r in records if r.p2 is not None and keeps(r)]
-        for r in links:
-            if r.p2 is not None:
-                link(r.p, r.p2)
-        return alias_pairs(links)
+        return self._aliases.link_ahead([(r.p, r.p2) for r in links if r.p2 is not None],
+                                        alias_pairs(links))
+
+    def end_link_ahead(self) -> None:
+        """The read-ahead is over (see AliasCache.end_link_ahead)."""
+        self._aliases.end_link_ahead()
 
     async def late_repoints(self) -> list[Repoint]:
         """Re-points of the groups linked while resolving a first import (not ahead)."""
