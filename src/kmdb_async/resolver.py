@@ -1,8 +1,8 @@
 """Resolve a batch: filters, alias links, canonical users, interned keys -> rows to write.
 
-One Resolver owns the alias cache (aliases.py) for the whole run and resolves batches one at a
-time, so every batch sees the links of all batches resolved before it. Rows get ids derived from their
-place in the export (revision and byte offset), which makes every write idempotent.
+One Resolver owns the alias cache (aliases.py) for the whole run and resolves batches one at
+a time, so every batch sees the links of all batches resolved before it. Rows get ids derived
+from their place in the export (revision and byte offset), which makes every write idempotent.
 
 Re-pointing: a batch whose alias records link non-numeric identities carries, for every group
 it touched, the group's canonical user and every user id of the group. The writer applies it

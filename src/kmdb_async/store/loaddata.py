@@ -233,7 +233,7 @@ class BulkLoad:
             self.users = None
 
     async def add_aliases(self, pairs: list[tuple[str, str, str]]) -> None:
-        """Upsert alias pairs read ahead of the rows (visible to ``links`` at once)."""
+        """Upsert alias pairs in the load's transaction (``links`` sees them at once)."""
         assert self._links is not None
         if pairs:
             with self._driver_errors():
