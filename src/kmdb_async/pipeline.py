@@ -168,7 +168,9 @@ class Import:
     async def _link_ahead(self, revisions: list[Revision], positions: dict[int, int]) -> None:
         """A first import reads its alias records ahead (only lines that mention ``_p2`` are
         decoded): its rows then go in with their final canonical users, and the closing
-        re-pointing pass, which cost a fifth of a 1M-line import, has (almost) nothing to do."""
+        re-pointing pass, which cost a fifth of a 1M-line import, has (almost) nothing to do.
+        Past the alias cache's bound its pairs go into the load's transaction as they are read,
+        and the rows' groups are looked up there (AliasCache.link_ahead)."""
 
         assert self.bulk is not None
         bulk = self.bulk
