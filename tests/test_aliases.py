@@ -121,21 +121,22 @@ async def test_a_load_that_straddles_a_drop_keeps_nothing() -> None:
 async def test_read_ahead_is_held_until_past_the_bound_then_stored_and_looked_up() -> None:
     cache = AliasCache(Links(), 4)
     t = "2012-01-01 00:00:00"
-    assert cache.link_ahead([("anon-a", "anon-b")], [("anon-a", "anon-b", t)]) == []
-    assert cache.link_ahead([("anon-c", "anon-d")], [("anon-c", "anon-d", t)]) == []
+    assert cache.link_ahead([("anon-a", "anon-b", t)]) == []
+    assert cache.link_ahead([("anon-c", "anon-d", t)]) == []
     assert cache.complete and cache.graph.canonical("anon-d") == "anon-c"
     # Six names: more than the bound. Every pair read so far is to be stored now.
-    stored = cache.link_ahead([("anon-e", "anon-f")], [("anon-e", "anon-f", t)])
+    stored = cache.link_ahead([("anon-e", "anon-f", t)])
     assert [p[:2] for p in stored] == [("anon-a", "anon-b"), ("anon-c", "anon-d"), ("anon-e", "anon-f")]
     assert not cache.complete and len(cache.graph) == 0
-    assert cache.link_ahead([("anon-g", "5")], [("5", "anon-g", t)]) == [("5", "anon-g", t)]
+    assert cache.link_ahead([("5", "anon-g", t)]) == [("5", "anon-g", t)]
     assert all(name in cache._maybe for name in ("anon-a", "anon-f", "anon-g"))
 
 
 async def test_a_first_import_whose_read_ahead_fit_stays_complete() -> None:
     """Its links are stored only with their batches: dropping one before would lose it."""
     cache = AliasCache(Links(), 4)
-    cache.link_ahead([("anon-a", "anon-b"), ("anon-c", "anon-d")], [])
+    t = "2012-01-01 00:00:00"
+    cache.link_ahead([("anon-a", "anon-b", t), ("anon-c", "anon-d", t)])
     cache.end_link_ahead()
     cache.link("anon-x", "anon-y", seq=1)  # a link seen only while resolving: six names
     cache.trim()

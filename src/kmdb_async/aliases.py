@@ -140,14 +140,13 @@ class AliasCache:
                     self._maybe.add(name)
         return self.graph.link(a, b)
 
-    def link_ahead(self, links: list[tuple[str, str]],
-                   pairs: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
-        """Links read ahead by a first import, and their pairs (name1, name2, t): returns the
-        pairs to store now. While complete, none: the batches store them as they are resolved
-        (the graph answers meanwhile). Past the bound, every pair read ahead so far and from
-        now on: the rows' groups are then looked up from them."""
+    def link_ahead(self, pairs: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        """Alias pairs (name1, name2, t) read ahead by a first import: returns those to store
+        now. While complete, none: the batches store them as they are resolved (the graph
+        answers meanwhile). Past the bound, every pair read ahead so far and from now on: the
+        rows' groups are then looked up from them."""
         if self.complete:
-            self.graph.link_all(links)
+            self.graph.link_all((a, b) for a, b, _ in pairs)
             self._ahead.extend(pairs)
             if len(self.graph) <= self._size:
                 return []
@@ -155,8 +154,8 @@ class AliasCache:
             self.graph = AliasGraph()
             pairs, self._ahead = self._ahead, []
             return pairs
-        for link in links:
-            for name in link:
+        for a, b, _ in pairs:
+            for name in (a, b):
                 if not is_numeric(name):
                     self._maybe.add(name)
         return pairs

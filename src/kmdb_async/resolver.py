@@ -223,9 +223,7 @@ class Resolver:
         cache holds every link (the batches store them), all once it cannot (the rows'
         groups are then looked up from them)."""
         keeps = self.filters.keeps
-        links = [r for r in records if r.p2 is not None and keeps(r)]
-        return self._aliases.link_ahead([(r.p, r.p2) for r in links if r.p2 is not None],
-                                        alias_pairs(links))
+        return self._aliases.link_ahead(alias_pairs([r for r in records if keeps(r)]))
 
     def end_link_ahead(self) -> None:
         """The read-ahead is over (see AliasCache.end_link_ahead)."""

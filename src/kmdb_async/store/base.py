@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 FILTER_CHUNK = 500  # names per IN (...) lookup
 PAGE = 50_000  # rows per read of a table too large to hold
+# The alias cache's lookup: every stored pair with one of ``names`` (an SQL list) on either side.
+ALIAS_LINKS = (f"SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name1` IN ({{names}}) UNION ALL "
+               f"SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name2` IN ({{names}})")
 
 
 class IdCache:
@@ -228,9 +231,7 @@ class SQLStore:
         for start in range(0, len(values), FILTER_CHUNK):
             chunk = values[start:start + FILTER_CHUNK]
             marks = ",".join(["%s"] * len(chunk))
-            found.extend(await self.execute(
-                f"SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name1` IN ({marks}) UNION ALL "
-                f"SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name2` IN ({marks})", chunk * 2))
+            found.extend(await self.execute(ALIAS_LINKS.format(names=marks), chunk * 2))
         return [(a, b) for a, b in found]
 
     async def user_ids(self, names: Collection[str]) -> dict[str, int]:

@@ -23,7 +23,7 @@ from ..errors import KmdbError, TerminalError, TransientError, retrying
 from ..resolver import EventRow, PropertyRow, Repoint, ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
-from .base import IdCache, SQLStore
+from .base import ALIAS_LINKS, IdCache, SQLStore
 from .loaddata import BulkLoad
 from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, USERS
 
@@ -334,8 +334,7 @@ class MySQLStore(SQLStore):
         for start in range(0, len(values), ALIAS_CHUNK):
             quoted = ",".join(["'" + escape_string(name) + "'"
                                for name in values[start : start + ALIAS_CHUNK]])
-            sql = (f"SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name1` IN ({quoted}) "
-                   f"UNION ALL SELECT `name1`, `name2` FROM `{ALIASES}` WHERE `name2` IN ({quoted})")
+            sql = ALIAS_LINKS.format(names=quoted)
             rows = await self._bulk.links(sql) if self._bulk is not None else None
             if rows is None:
                 rows = await self._retry(partial(self._select, sql))
