@@ -44,10 +44,10 @@ def connect(url: str) -> pymysql.connections.Connection:  # type: ignore[type-ar
                            database=u.database, charset="utf8mb4", autocommit=True)
 
 
-def admin_query(sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """One statement on a fresh connection to the server's ``mysql`` database (a test's own
-    database may not exist yet); its rows."""
-    admin = connect(f"{MYSQL}/mysql")
+def admin_query(sql: str, args: tuple[Any, ...] = (), server: str | None = None) -> list[tuple[Any, ...]]:
+    """One statement on a fresh connection to the ``mysql`` database of ``server`` (default:
+    the shared test server; a test's own database may not exist yet); its rows."""
+    admin = connect(f"{server or MYSQL}/mysql")
     try:
         with admin.cursor() as cur:
             cur.execute(sql, args)
@@ -67,9 +67,10 @@ class Database:
 
     kind = "mariadb"
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, server: str | None = None) -> None:
         self.name = name
-        self.url = f"{MYSQL}/{name}"
+        self.server = server or MYSQL
+        self.url = f"{self.server}/{name}"
         self._conn: Any = None
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -81,7 +82,7 @@ class Database:
 
     def drop(self) -> None:
         self.close()
-        admin_query(f"DROP DATABASE IF EXISTS `{self.name}`")
+        admin_query(f"DROP DATABASE IF EXISTS `{self.name}`", server=self.server)
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every imported fact by content (names, not users.id), sorted: for equality checks.
@@ -128,15 +129,24 @@ class EmbeddedDatabase(Database):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def private_mysql() -> Iterator[str]:
+    """Base URL of a MariaDB of the test session's own (started on first use): the one place
+    where a test may change global settings (``SET GLOBAL``), which it must restore."""
+    with services.PrivateMariaDB() as server:
+        yield server.url
+
+
 @pytest.fixture
 def make_database() -> Iterator[Any]:
     """Factory of throwaway databases, MariaDB by default or ``make("sqlite")`` (created on
-    first import, dropped at teardown)."""
+    first import, dropped at teardown); ``make(server=url)`` puts it on another MariaDB (a
+    private one)."""
     made: list[Database] = []
 
-    def make(kind: str = "mariadb") -> Database:
-        cls = EmbeddedDatabase if kind == "sqlite" else Database
-        db = cls(f"kmdb_test_{uuid.uuid4().hex[:12]}")
+    def make(kind: str = "mariadb", server: str | None = None) -> Database:
+        name = f"kmdb_test_{uuid.uuid4().hex[:12]}"
+        db = EmbeddedDatabase(name) if kind == "sqlite" else Database(name, server)
         made.append(db)
         return db
 

@@ -62,22 +62,61 @@ def _stop_at_exit(process: subprocess.Popen[bytes], folder: Path) -> None:
     atexit.register(stop)
 
 
-def start_mariadb() -> str:
-    """A private MariaDB on a free port; returns its base URL (root, no password)."""
-    folder = Path(tempfile.mkdtemp(prefix="kmdb-mariadb-"))
-    data, port = folder / "data", free_port()
-    subprocess.run([_program("mariadb-install-db", "mysql_install_db"), "--no-defaults",
-                    f"--datadir={data}", "--user=root", "--auth-root-authentication-method=normal",
-                    "--skip-test-db"], check=True, capture_output=True)
-    process = subprocess.Popen(
-        [_program("mariadbd", "mysqld"), "--no-defaults", f"--datadir={data}", "--user=root",
-         f"--socket={folder / 'mariadb.sock'}", f"--port={port}", "--bind-address=127.0.0.1",
-         f"--pid-file={folder / 'mariadb.pid'}", "--skip-log-bin"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _stop_at_exit(process, folder)
-    url = f"mysql://root@127.0.0.1:{port}"
-    _wait(url, process, "MariaDB")
-    return url
+class PrivateMariaDB:
+    """A throwaway ``mariadbd`` of a test's (or the session's) own, with server options of its
+    choosing (``--max-allowed-packet=1M``, ``--init-connect=...``): a test that must change a
+    server's global settings changes this one, never the user's. Root has no password."""
+
+    def __init__(self, *options: str) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="kmdb-mariadb-"))
+        self.port = free_port()
+        self.options = options
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL as root (append ``/database``)."""
+        return f"mysql://root@127.0.0.1:{self.port}"
+
+    def start(self) -> PrivateMariaDB:
+        data = self.folder / "data"
+        subprocess.run([_program("mariadb-install-db", "mysql_install_db"), "--no-defaults",
+                        f"--datadir={data}", "--user=root",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                       check=True, capture_output=True)
+        self.process = subprocess.Popen(
+            [_program("mariadbd", "mysqld"), "--no-defaults", f"--datadir={data}", "--user=root",
+             f"--socket={self.folder / 'mariadb.sock'}", f"--port={self.port}",
+             "--bind-address=127.0.0.1", f"--pid-file={self.folder / 'mariadb.pid'}",
+             "--skip-log-bin", "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=48M",
+             *self.options],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(self.url, self.process, "MariaDB")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> PrivateMariaDB:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_mariadb(*options: str) -> str:
+    """A private MariaDB on a free port for the whole session; returns its base URL."""
+    server = PrivateMariaDB(*options).start()
+    atexit.register(server.stop)
+    return server.url
 
 
 def start_redis() -> str:

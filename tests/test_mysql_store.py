@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 
@@ -146,9 +147,11 @@ def test_property_rows_skip_blacklisted_keys_and_keep_each_pairs_id() -> None:
 
 
 async def test_a_bulk_load_outlives_a_pause_longer_than_the_servers_read_timeout(
-        database: Database) -> None:
+        make_database: Any, private_mysql: str) -> None:
     """The users statement gets a packet only per megabyte of new names, and a slow source
-    pauses every stream: the server must not give up on a quiet stream after net_read_timeout."""
+    pauses every stream: the server must not give up on a quiet stream after net_read_timeout.
+    (On the session's private server: the test changes a global setting.)"""
+    database = make_database(server=private_mysql)
     store = open_store(settings_for(database))
     await store.open()
     try:
