@@ -9,6 +9,7 @@ connection leaves the same rows.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import date
@@ -37,6 +38,9 @@ LOOKUP_CHUNK = 1000  # names per IN (...) lookup
 # a full index scan over the pairs, 30 ms for 1,000 names among 46,000 pairs (100: 2 ms).
 ALIAS_CHUNK = 100
 LOCK_PREFIX = "kmdb-async import "
+# Every connection's text settings, forced by SET NAMES at connect (a server's init_connect,
+# run before it, may set others) and checked: client, connection, results, collation.
+CHARSET = ("utf8mb4", "utf8mb4", "utf8mb4", "utf8mb4_bin")
 
 
 def translate(error: BaseException, url: DatabaseURL) -> KmdbError:
@@ -69,6 +73,7 @@ class MySQLStore(SQLStore):
         self._id_step = 0  # auto-increment step when a multi-row INSERT's ids are consecutive
         self._bulk: BulkLoad | None = None  # a first import's bulk load, while it streams users
         self._next_user = 1  # the id of the next user it streams
+        self._checked: weakref.WeakSet[aiomysql.Connection] = weakref.WeakSet()  # CHARSET seen
 
     # -- connections ---------------------------------------------------------------------
 
@@ -96,6 +101,7 @@ class MySQLStore(SQLStore):
 
         async def connect() -> None:
             async with self._connect(None) as conn, conn.cursor() as cur:
+                await self._check_charset(conn)
                 await cur.execute("SELECT VERSION()")
                 (version,) = await cur.fetchone()
                 if "mariadb" not in version.lower():
@@ -135,10 +141,37 @@ class MySQLStore(SQLStore):
             # READ COMMITTED: a re-pointing UPDATE skips rows other writers are inserting
             # instead of waiting for their commits (it only must see rows committed before it,
             # which the pipeline guarantees); 15% faster imports, measured.
-            "init_command": "SET time_zone = '+00:00', sql_notes = 0, "
+            "init_command": f"SET NAMES {CHARSET[0]} COLLATE {CHARSET[3]}, "
+            "time_zone = '+00:00', sql_notes = 0, "
             + (f"{self._isolation} = 'READ-COMMITTED', " if database else "")
             + "sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
         }
+
+    async def _check_charset(self, conn: aiomysql.Connection) -> None:
+        """Refuse a connection whose text settings are not CHARSET (text would be stored
+        garbled); each connection is checked once."""
+        if conn in self._checked:
+            return
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT @@character_set_client, @@character_set_connection, "
+                              "@@character_set_results, @@collation_connection")
+            found = tuple(await cur.fetchone())
+        if found != CHARSET:
+            raise TerminalError(
+                f"MariaDB at {self.url.host}:{self.url.port}: a connection's character sets "
+                f"(client, connection, results) are {', '.join(found[:3])} and its collation "
+                f"{found[3]} after SET NAMES {CHARSET[0]}: text would be stored garbled")
+        self._checked.add(conn)
+
+    async def _checked_connect(self, **options: Any) -> aiomysql.Connection:
+        """A connection to the database outside the pool, its character set checked."""
+        conn = await aiomysql.connect(**options, **self._params(self.url.database))
+        try:
+            await self._check_charset(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     @asynccontextmanager
     async def _connect(self, database: str | None):  # type: ignore[no-untyped-def]
@@ -163,6 +196,7 @@ class MySQLStore(SQLStore):
         assert self._pool is not None, "store is not open"
         conn = await self._pool.acquire()
         try:
+            await self._check_charset(conn)
             if transaction:
                 await conn.begin()
             async with conn.cursor() as cur:
@@ -197,7 +231,7 @@ class MySQLStore(SQLStore):
         name = LOCK_PREFIX + self.url.database
 
         async def op() -> tuple[int | None, int | None]:
-            conn = await aiomysql.connect(**self._params(self.url.database))
+            conn = await self._checked_connect()
             async with conn.cursor() as cur:
                 await cur.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", (name, name))
                 got, holder = await cur.fetchone()
@@ -259,11 +293,9 @@ class MySQLStore(SQLStore):
             self._id_step = int(step)
             self._keys.complete = bool(no_keys)
 
-        async def connect() -> aiomysql.Connection:
-            return await aiomysql.connect(local_infile=True, **self._params(self.url.database))
-
-        bulk = BulkLoad(connect, _upsert_aliases, repoint_statements, self._driver_errors,
-                        users=bool(no_users), forget=self._forget_ids)
+        bulk = BulkLoad(partial(self._checked_connect, local_infile=True), _upsert_aliases,
+                        repoint_statements, self._driver_errors, users=bool(no_users),
+                        forget=self._forget_ids)
         try:
             await bulk.start()
         except BaseException:
