@@ -21,6 +21,7 @@ import pymysql
 from pymysql.converters import escape_string
 
 from ..errors import KmdbError, TerminalError, TransientError, retrying
+from ..records import MAX_NAME
 from ..resolver import EventRow, PropertyRow, Repoint, ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
@@ -41,6 +42,7 @@ LOCK_PREFIX = "kmdb-async import "
 # Every connection's text settings, forced by SET NAMES at connect (a server's init_connect,
 # run before it, may set others) and checked: client, connection, results, collation.
 CHARSET = ("utf8mb4", "utf8mb4", "utf8mb4", "utf8mb4_bin")
+MIN_PACKET = 16 << 10  # bytes: the smallest max_allowed_packet whose statements hold every name
 
 
 def translate(error: BaseException, url: DatabaseURL) -> KmdbError:
@@ -73,6 +75,8 @@ class MySQLStore(SQLStore):
         self._id_step = 0  # auto-increment step when a multi-row INSERT's ids are consecutive
         self._bulk: BulkLoad | None = None  # a first import's bulk load, while it streams users
         self._next_user = 1  # the id of the next user it streams
+        self.max_packet = 0  # bytes: the server's max_allowed_packet, known once open
+        self.statement_bytes: int = STATEMENT_BYTES  # bytes of a statement at most, from it
         self._checked: weakref.WeakSet[aiomysql.Connection] = weakref.WeakSet()  # CHARSET seen
 
     # -- connections ---------------------------------------------------------------------
@@ -102,8 +106,9 @@ class MySQLStore(SQLStore):
         async def connect() -> None:
             async with self._connect(None) as conn, conn.cursor() as cur:
                 await self._check_charset(conn)
-                await cur.execute("SELECT VERSION()")
-                (version,) = await cur.fetchone()
+                await cur.execute("SELECT VERSION(), @@max_allowed_packet")
+                version, packet = await cur.fetchone()
+                self._set_max_packet(int(packet))
                 if "mariadb" not in version.lower():
                     self.collation = "utf8mb4_0900_bin"  # MySQL 8: binary and NO PAD
                     self._isolation = "transaction_isolation"
@@ -162,6 +167,17 @@ class MySQLStore(SQLStore):
                 f"(client, connection, results) are {', '.join(found[:3])} and its collation "
                 f"{found[3]} after SET NAMES {CHARSET[0]}: text would be stored garbled")
         self._checked.add(conn)
+
+    def _set_max_packet(self, packet: int) -> None:
+        """Size statements for the server's max_allowed_packet (bytes), or refuse a server
+        whose statements cannot hold a single name or alias pair."""
+        if packet < MIN_PACKET:
+            raise TerminalError(
+                f"MariaDB at {self.url.host}:{self.url.port}: max_allowed_packet is {packet:,} "
+                f"bytes; kmdb-async needs at least {MIN_PACKET:,} (16 MiB is the default)")
+        self.max_packet = packet
+        # A query's packet is its command byte and its text, and must be below the limit.
+        self.statement_bytes = min(STATEMENT_BYTES, packet - 2)
 
     async def _checked_connect(self, **options: Any) -> aiomysql.Connection:
         """A connection to the database outside the pool, its character set checked."""
@@ -293,9 +309,10 @@ class MySQLStore(SQLStore):
             self._id_step = int(step)
             self._keys.complete = bool(no_keys)
 
-        bulk = BulkLoad(partial(self._checked_connect, local_infile=True), _upsert_aliases,
+        upsert = partial(_upsert_aliases, chunk=self.per_statement(LOOKUP_CHUNK, PAIR_SQL))
+        bulk = BulkLoad(partial(self._checked_connect, local_infile=True), upsert,
                         repoint_statements, self._driver_errors, users=bool(no_users),
-                        forget=self._forget_ids)
+                        forget=self._forget_ids, max_packet=self.max_packet)
         try:
             await bulk.start()
         except BaseException:
@@ -347,11 +364,12 @@ class MySQLStore(SQLStore):
             except (KmdbError, *DRIVER_ERRORS):
                 cache.complete = False  # unsure what went in: look every name up from now on
         ids: dict[str, int] = {}
-        for start in range(0, len(values), LOOKUP_CHUNK):
+        chunk = self.per_statement(LOOKUP_CHUNK, NAME_SQL)
+        for start in range(0, len(values), chunk):
             # Quoted by hand, as bulk_insert does: the driver's generic escaping of each
             # argument was a tenth of a first import's client time. Sorted: fewer lock conflicts.
             quoted = {name: "'" + escape_string(name) + "'"
-                      for name in sorted(values[start : start + LOOKUP_CHUNK])}
+                      for name in sorted(values[start : start + chunk])}
             ids.update(await self._retry(partial(self._stored_ids, table, column, quoted)))
             missing = {name: q for name, q in quoted.items() if name not in ids}
             if missing:
@@ -363,9 +381,10 @@ class MySQLStore(SQLStore):
         """Every stored alias pair with one of ``names`` on either side; during a first
         import's bulk load, as its transaction sees them (the pairs it read ahead)."""
         values, found = list(names), []
-        for start in range(0, len(values), ALIAS_CHUNK):
+        chunk = self.per_statement(ALIAS_CHUNK, 2 * NAME_SQL)  # each name is written twice
+        for start in range(0, len(values), chunk):
             quoted = ",".join(["'" + escape_string(name) + "'"
-                               for name in values[start : start + ALIAS_CHUNK]])
+                               for name in values[start : start + chunk]])
             sql = ALIAS_LINKS.format(names=quoted)
             rows = await self._bulk.links(sql) if self._bulk is not None else None
             if rows is None:
@@ -405,9 +424,9 @@ class MySQLStore(SQLStore):
         of its VALUES, from the first id the server reports: no id is read back row by row.
         """
         found, new = cache.lookup(values)
-        step = self._id_step
-        for start in range(0, len(new), LOOKUP_CHUNK):
-            chunk = new[start : start + LOOKUP_CHUNK]
+        step, size = self._id_step, self.per_statement(LOOKUP_CHUNK, NAME_SQL)
+        for start in range(0, len(new), size):
+            chunk = new[start : start + size]
             async with self._cursor() as cur:
                 await cur.execute(f"INSERT INTO `{table}` (`{column}`) VALUES ('"
                                   + "'),('".join([escape_string(name) for name in chunk]) + "')")
@@ -446,12 +465,9 @@ class MySQLStore(SQLStore):
         """Insert the batch's events and properties in one transaction (idempotent)."""
         if not rb.events and not rb.properties:
             return
-        statements = [
-            *bulk_insert(f"INSERT INTO `{EVENTS}` (`id`, `t`, `n`, `user_id`, `origin_user_id`) VALUES ",
-                         map(event_values, rb.events)),
-            *bulk_insert(f"INSERT INTO `{PROPERTIES}` (`id`, `t`, `user_id`, `origin_user_id`, "
-                         "`event_id`, `key`, `value`) VALUES ", map(property_values, rb.property_rows())),
-        ]
+        limit = self.statement_bytes
+        statements = [*bulk_insert(EVENTS_HEAD, map(event_values, rb.events), limit),
+                      *bulk_insert(PROPERTIES_HEAD, map(property_values, rb.property_rows()), limit)]
 
         async def op() -> None:
             async with self._cursor(transaction=True) as cur:
@@ -468,7 +484,7 @@ class MySQLStore(SQLStore):
         async def op() -> None:
             async with self._links, self._cursor(transaction=True) as cur:
                 if rb.aliases:
-                    await _upsert_aliases(cur, rb.aliases)
+                    await _upsert_aliases(cur, rb.aliases, self.per_statement(LOOKUP_CHUNK, PAIR_SQL))
                 for table in (EVENTS, PROPERTIES):
                     for statement in repoint_statements(table, rb.repoints):
                         await cur.execute(statement)
@@ -505,8 +521,9 @@ class MySQLStore(SQLStore):
         )
 
 
-async def _upsert_aliases(cur: Any, pairs: list[tuple[str, str, str]]) -> None:
-    """Each pair once with its earliest t, inside the caller's transaction.
+async def _upsert_aliases(cur: Any, pairs: list[tuple[str, str, str]], chunk: int) -> None:
+    """Each pair once with its earliest t, inside the caller's transaction; ``chunk`` pairs a
+    statement.
 
     Partitioned ``aliases`` cannot keep a unique key on the pair (MySQL wants ``t`` in every
     unique key), so the pairs' rows, and the index gaps where absent ones would go, are locked
@@ -514,17 +531,17 @@ async def _upsert_aliases(cur: Any, pairs: list[tuple[str, str, str]]) -> None:
     then absent pairs are inserted and earlier times moved back. On a table that is not
     partitioned the unique key also holds, which the upsert respects.
     """
-    for start in range(0, len(pairs), LOOKUP_CHUNK):
-        chunk = sorted(pairs[start : start + LOOKUP_CHUNK])
-        where = " OR ".join(["(`name1` = %s AND `name2` = %s)"] * len(chunk))
+    for start in range(0, len(pairs), chunk):
+        some = sorted(pairs[start : start + chunk])
+        where = " OR ".join(["(`name1` = %s AND `name2` = %s)"] * len(some))
         await cur.execute(
             f"SELECT `name1`, `name2`, MIN(`t`) FROM `{ALIASES}` WHERE {where} "
             "GROUP BY `name1`, `name2` FOR UPDATE",
-            [name for a, b, _ in chunk for name in (a, b)],
+            [name for a, b, _ in some for name in (a, b)],
         )
         stored = {(a, b): f"{t:%Y-%m-%d %H:%M:%S}" for a, b, t in await cur.fetchall()}
-        new = [p for p in chunk if (p[0], p[1]) not in stored]
-        earlier = [(t, a, b, t) for a, b, t in chunk if (a, b) in stored and t < stored[a, b]]
+        new = [p for p in some if (p[0], p[1]) not in stored]
+        earlier = [(t, a, b, t) for a, b, t in some if (a, b) in stored and t < stored[a, b]]
         if new:
             await cur.executemany(
                 f"INSERT INTO `{ALIASES}` (`name1`, `name2`, `t`) VALUES (%s, %s, %s) "
@@ -534,8 +551,15 @@ async def _upsert_aliases(cur: Any, pairs: list[tuple[str, str, str]]) -> None:
                               "`name2` = %s AND `t` > %s", row)
 
 
-STATEMENT_BYTES = 4 << 20  # split bulk inserts well below max_allowed_packet (16 MiB default)
+STATEMENT_BYTES = 4 << 20  # bytes of a bulk insert at most (max_allowed_packet is 16 MiB by default)
 UPSERT_NOTHING = " ON DUPLICATE KEY UPDATE `id` = `id`"
+EVENTS_HEAD = f"INSERT INTO `{EVENTS}` (`id`, `t`, `n`, `user_id`, `origin_user_id`) VALUES "
+PROPERTIES_HEAD = (f"INSERT INTO `{PROPERTIES}` (`id`, `t`, `user_id`, `origin_user_id`, `event_id`, "
+                   "`key`, `value`) VALUES ")
+# Bytes of SQL at most: a name quoted in a list (4 bytes a character, escaped or not: escaping
+# doubles only one-byte characters), and an alias pair in _upsert_aliases' WHERE.
+NAME_SQL = 4 * MAX_NAME + 8
+PAIR_SQL = 2 * NAME_SQL + 40
 
 
 def event_values(row: EventRow) -> str:
@@ -551,19 +575,24 @@ def property_values(row: PropertyRow) -> str:
     return f"({pid},'{t}',{user},{origin},{'NULL' if event is None else event},{key},{text})"
 
 
-def bulk_insert(head: str, values: Iterable[str]) -> Iterator[str]:
-    """Multi-row INSERT statements of at most about STATEMENT_BYTES each (idempotent upserts).
+def bulk_insert(head: str, values: Iterable[str], limit: int) -> Iterator[str]:
+    """Multi-row INSERT statements (idempotent upserts) of at most ``limit`` bytes of UTF-8
+    each; ``head`` is ASCII. A row that cannot fit alone is a TerminalError.
 
     Built by hand: three times faster than the driver's generic parameter escaping.
     """
+    room = limit - len(head) - len(UPSERT_NOTHING)
     chunk: list[str] = []
-    size = 0
+    size = 0  # bytes of the rows in chunk and a comma after each
     for value in values:
-        chunk.append(value)
-        size += len(value) + 1
-        if size >= STATEMENT_BYTES:
+        n = len(value) if value.isascii() else len(value.encode())  # isascii: O(1) in CPython
+        if size + n > room:
+            if n > room:
+                raise TerminalError(f"a row of {n:,} bytes does not fit a statement of {limit:,}")
             yield head + ",".join(chunk) + UPSERT_NOTHING
             chunk, size = [], 0
+        chunk.append(value)
+        size += n + 1
     if chunk:
         yield head + ",".join(chunk) + UPSERT_NOTHING
 
