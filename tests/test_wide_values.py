@@ -2,7 +2,8 @@
 
 A property value may be 65,535 four-byte characters (256 KiB of UTF-8): a second full of them
 must import by inserts (a run onto non-empty tables) and by the first import's LOAD DATA
-streams, on the default server and on private servers with a small ``max_allowed_packet``.
+streams, on the default server and on private servers with a small ``max_allowed_packet``. On
+a server whose packet cannot hold such a row, its line is a reject, never a failed run.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from kmdb_async.errors import TerminalError
 from kmdb_async.pipeline import run_import
-from kmdb_async.records import MAX_VALUE
+from kmdb_async.records import MAX_VALUE, Record
 from kmdb_async.resolver import Filters
 from kmdb_async.settings import Settings
 from kmdb_async.store import open_store
@@ -142,6 +143,41 @@ def small_packet_server() -> Iterator[str]:
         yield server.url
 
 
+def with_one_too_wide(t: int, tag: str) -> list[bytes]:
+    """Lines of one second; the third has one value of 65,535 emoji (256 KiB)."""
+    lines = small_lines(t, tag)
+    lines.insert(2, line({"_n": "too wide", "_p": f"{tag}-wide", "_t": t + 2, "fine": "x",
+                          "only here": "😀" * MAX_VALUE}))
+    return lines
+
+
+async def test_a_row_larger_than_max_allowed_packet_is_a_reject_on_every_path(
+        make_database: Any, small_packet_server: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    database = make_database(server=small_packet_server)
+    root = tmp_path / "export"
+    rejects = tmp_path / "rejects.jsonl"
+    first, later = with_one_too_wide(T0, "first"), with_one_too_wide(T0 + 100, "later")
+    write(root, 1, first)
+    settings = settings_for(database, str(root), rejects=rejects)
+    assert await imported(settings, capsys) == (1, 6)  # a first import: the LOAD DATA streams
+    write(root, 2, later)
+    assert await imported(settings, capsys) == (1, 6)  # a later import: row inserts
+
+    # The lines are rejected whole and leave no trace: no user, no key, no row.
+    wide_users = frozenset({"first-wide", "later-wide"})
+    assert database.dump() == reference.expected(root, Filters(ignored_users=wide_users))
+    keys = {k for (k,) in database.query("SELECT string FROM `keys`")}
+    assert "only here" not in keys and "too wide" not in keys
+    found = [json.loads(text) for text in rejects.read_text(encoding="utf-8").splitlines()]
+    assert [(r["revision"], r["offset"], r["raw"]) for r in found] == [
+        (1, len(first[0]) + len(first[1]), first[2][:-1].decode()),
+        (2, len(later[0]) + len(later[1]), later[2][:-1].decode())]
+    for r in found:
+        assert r["reason"].startswith("row of ")
+        assert "exceeds the server's max_allowed_packet of 131,072 bytes" in r["reason"]
+
+
 def long_names(t: int, count: int, tag: str) -> list[bytes]:
     """Events of ``count`` identities and keys of 255 characters (emoji), each identity linked
     to a second one of 255 characters, all in one second (one batch)."""
@@ -198,6 +234,42 @@ async def test_a_first_imports_keys_of_255_four_byte_characters_go_in_without_lo
             bulk.close()
         await store.close()
     assert ids == dict(database.query("SELECT string, id FROM `keys`"))
+
+
+async def test_lines_are_checked_only_where_a_row_may_not_fit(
+        make_database: Any, small_packet_server: str, one_mib_server: str) -> None:
+    """Values are at most 65,535 characters (256 KiB): with a 1 MiB packet every row fits and
+    no line is checked; with 128 KiB, a line is rejected only when a row is too large."""
+    for server, packet in ((one_mib_server, 1 << 20), (small_packet_server, 128 << 10)):
+        store = open_store(settings_for(make_database(server=server)))
+        await store.open()
+        await store.close()
+        assert store.max_packet == packet  # type: ignore[attr-defined]
+        check = store.oversized()
+        if packet == 1 << 20:
+            assert check is None
+            continue
+        assert check is not None
+
+        def with_value(value: str) -> Record:
+            return Record(0, 1, T0, "u", None, "e", [("a", "x"), ("k", value), ("n", None)], 0)
+
+        assert check(with_value("😀" * 32_000)) is None  # 128,002 bytes quoted: fits
+        reason = check(with_value("😀" * 32_700))
+        assert reason == ("row of 131,101 bytes in its INSERT (property 'k') exceeds the server's "
+                          "max_allowed_packet of 131,072 bytes")
+        assert check(with_value("a" * MAX_VALUE)) is None  # counted exactly, not bounded
+        assert check(with_value("'" * MAX_VALUE)) is not None  # escaping doubles quotes
+
+
+async def test_under_strict_a_row_larger_than_max_allowed_packet_stops_the_run(
+        make_database: Any, small_packet_server: str, tmp_path: Path) -> None:
+    database = make_database(server=small_packet_server)
+    root = tmp_path / "export"
+    write(root, 1, with_one_too_wide(T0, "first"))
+    settings = settings_for(database, str(root), strict=True, rejects=tmp_path / "rejects.jsonl")
+    with pytest.raises(TerminalError, match=r"--strict: revision 1 byte \d+: row of .* max_allowed_packet"):
+        await run_import(settings)
 
 
 async def test_a_server_whose_packet_cannot_hold_a_name_is_refused_at_once() -> None:

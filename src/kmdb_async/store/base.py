@@ -8,10 +8,10 @@ dialect-specific writes. The pipeline only ever sees these methods.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..records import MAX_NAME
+from ..records import MAX_NAME, Record
 from ..resolver import Filters, ResolvedBatch
 from ..settings import Settings
 from . import schema
@@ -100,6 +100,11 @@ class SQLStore:
         if self.statement_bytes is None:
             return most
         return max(1, min(most, (self.statement_bytes - 1024) // item_bytes))
+
+    def oversized(self) -> Callable[[Record], str | None] | None:
+        """A check of a decoded line against what the database can store in one statement:
+        it returns why not (the line is rejected) or None; None itself when any line fits."""
+        return None
 
     # -- what each database implements ---------------------------------------------------
 

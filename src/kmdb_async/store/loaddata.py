@@ -37,7 +37,8 @@ packets of at most ``PACKET`` bytes with ``drain`` between batches, an empty pac
 Each data packet must be smaller than the server's max_allowed_packet (MariaDB 10.11 drops
 the connection on one of exactly that size), so packets are cut below it. A row, though, may
 span packets: a row of 600,000 bytes loaded through packets of 64 KiB on a server with a
-max_allowed_packet of 128 KiB (measured).
+max_allowed_packet of 128 KiB (measured). Lines whose rows an INSERT could not carry are
+rejected before either path (MySQLStore.oversized), so both store the same rows.
 """
 
 from __future__ import annotations

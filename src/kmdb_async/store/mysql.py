@@ -21,7 +21,7 @@ import pymysql
 from pymysql.converters import escape_string
 
 from ..errors import KmdbError, TerminalError, TransientError, retrying
-from ..records import MAX_NAME
+from ..records import MAX_NAME, MAX_VALUE, Record
 from ..resolver import EventRow, PropertyRow, Repoint, ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
@@ -321,6 +321,14 @@ class MySQLStore(SQLStore):
         self._bulk, self._next_user = bulk, 1
         return bulk
 
+    def oversized(self) -> Callable[[Record], str | None] | None:
+        """The check of a line against the server's max_allowed_packet (a property row must
+        fit one INSERT), or None when every row fits (values are at most 65,535 characters)."""
+        room = self.statement_bytes - len(PROPERTIES_HEAD) - len(UPSERT_NOTHING) - ROW_SQL
+        if 4 * MAX_VALUE + 2 <= room:
+            return None
+        return partial(_too_wide, room, self.max_packet)
+
     async def memory_advice(self, export_bytes: int) -> str | None:
         """One line of advice when the buffer pool is small for an export of this size."""
         [(pool,)] = await self.execute("SELECT @@innodb_buffer_pool_size")
@@ -557,9 +565,24 @@ EVENTS_HEAD = f"INSERT INTO `{EVENTS}` (`id`, `t`, `n`, `user_id`, `origin_user_
 PROPERTIES_HEAD = (f"INSERT INTO `{PROPERTIES}` (`id`, `t`, `user_id`, `origin_user_id`, `event_id`, "
                    "`key`, `value`) VALUES ")
 # Bytes of SQL at most: a name quoted in a list (4 bytes a character, escaped or not: escaping
-# doubles only one-byte characters), and an alias pair in _upsert_aliases' WHERE.
+# doubles only one-byte characters), an alias pair in _upsert_aliases' WHERE, and a property
+# row without its value (five ids of at most 20 digits, t, NULL, punctuation).
 NAME_SQL = 4 * MAX_NAME + 8
 PAIR_SQL = 2 * NAME_SQL + 40
+ROW_SQL = 160
+
+
+def _too_wide(room: int, packet: int, record: Record) -> str | None:
+    """Why ``record`` cannot be stored (a property value larger than ``room`` bytes of SQL,
+    quoted and escaped), or None."""
+    for key, value in record.props:
+        if value is not None and 4 * len(value) + 2 > room:  # 4 bytes a character at most
+            size = len(escape_string(value).encode()) + 2
+            if size > room:
+                row = size + ROW_SQL + len(PROPERTIES_HEAD) + len(UPSERT_NOTHING) + 2
+                return (f"row of {row:,} bytes in its INSERT (property {key!r}) exceeds the "
+                        f"server's max_allowed_packet of {packet:,} bytes")
+    return None
 
 
 def event_values(row: EventRow) -> str:
@@ -577,7 +600,8 @@ def property_values(row: PropertyRow) -> str:
 
 def bulk_insert(head: str, values: Iterable[str], limit: int) -> Iterator[str]:
     """Multi-row INSERT statements (idempotent upserts) of at most ``limit`` bytes of UTF-8
-    each; ``head`` is ASCII. A row that cannot fit alone is a TerminalError.
+    each; ``head`` is ASCII. A row that cannot fit alone is a TerminalError (the readers
+    reject such lines: see ``MySQLStore.oversized``).
 
     Built by hand: three times faster than the driver's generic parameter escaping.
     """
