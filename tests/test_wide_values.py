@@ -21,7 +21,7 @@ from kmdb_async.records import MAX_VALUE, Record
 from kmdb_async.resolver import Filters
 from kmdb_async.settings import Settings
 from kmdb_async.store import open_store
-from kmdb_async.store.mysql import UPSERT_NOTHING, bulk_insert
+from kmdb_async.store.statements import UPSERT_NOTHING, bulk_insert
 
 from . import reference
 from .conftest import Database, settings_for

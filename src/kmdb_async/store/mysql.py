@@ -21,13 +21,26 @@ import pymysql
 from pymysql.converters import escape_string
 
 from ..errors import KmdbError, TerminalError, TransientError, retrying
-from ..records import MAX_NAME, MAX_VALUE, Record
-from ..resolver import EventRow, PropertyRow, Repoint, ResolvedBatch
+from ..records import MAX_VALUE, Record
+from ..resolver import Repoint, ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
 from .base import ALIAS_LINKS, IdCache, SQLStore
 from .loaddata import BulkLoad
 from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, USERS
+from .statements import (
+    EVENTS_HEAD,
+    NAME_SQL,
+    PAIR_SQL,
+    PROPERTIES_HEAD,
+    ROW_SQL,
+    STATEMENT_BYTES,
+    UPSERT_NOTHING,
+    bulk_insert,
+    event_values,
+    property_values,
+    too_wide,
+)
 
 T = TypeVar("T")
 
@@ -327,7 +340,7 @@ class MySQLStore(SQLStore):
         room = self.statement_bytes - len(PROPERTIES_HEAD) - len(UPSERT_NOTHING) - ROW_SQL
         if 4 * MAX_VALUE + 2 <= room:
             return None
-        return partial(_too_wide, room, self.max_packet)
+        return partial(too_wide, room, self.max_packet)
 
     async def memory_advice(self, export_bytes: int) -> str | None:
         """One line of advice when the buffer pool is small for an export of this size."""
@@ -557,68 +570,6 @@ async def _upsert_aliases(cur: Any, pairs: list[tuple[str, str, str]], chunk: in
         for row in earlier:
             await cur.execute(f"UPDATE `{ALIASES}` SET `t` = %s WHERE `name1` = %s AND "
                               "`name2` = %s AND `t` > %s", row)
-
-
-STATEMENT_BYTES = 4 << 20  # bytes of a bulk insert at most (max_allowed_packet is 16 MiB by default)
-UPSERT_NOTHING = " ON DUPLICATE KEY UPDATE `id` = `id`"
-EVENTS_HEAD = f"INSERT INTO `{EVENTS}` (`id`, `t`, `n`, `user_id`, `origin_user_id`) VALUES "
-PROPERTIES_HEAD = (f"INSERT INTO `{PROPERTIES}` (`id`, `t`, `user_id`, `origin_user_id`, `event_id`, "
-                   "`key`, `value`) VALUES ")
-# Bytes of SQL at most: a name quoted in a list (4 bytes a character, escaped or not: escaping
-# doubles only one-byte characters), an alias pair in _upsert_aliases' WHERE, and a property
-# row without its value (five ids of at most 20 digits, t, NULL, punctuation).
-NAME_SQL = 4 * MAX_NAME + 8
-PAIR_SQL = 2 * NAME_SQL + 40
-ROW_SQL = 160
-
-
-def _too_wide(room: int, packet: int, record: Record) -> str | None:
-    """Why ``record`` cannot be stored (a property value larger than ``room`` bytes of SQL,
-    quoted and escaped), or None."""
-    for key, value in record.props:
-        if value is not None and 4 * len(value) + 2 > room:  # 4 bytes a character at most
-            size = len(escape_string(value).encode()) + 2
-            if size > room:
-                row = size + ROW_SQL + len(PROPERTIES_HEAD) + len(UPSERT_NOTHING) + 2
-                return (f"row of {row:,} bytes in its INSERT (property {key!r}) exceeds the "
-                        f"server's max_allowed_packet of {packet:,} bytes")
-    return None
-
-
-def event_values(row: EventRow) -> str:
-    """One events row as SQL: ids are ints and t a DATETIME literal, so nothing needs escaping."""
-    eid, t, n, user, origin = row
-    return f"({eid:d},'{t}',{n:d},{user:d},{origin:d})"
-
-
-def property_values(row: PropertyRow) -> str:
-    """One properties row as SQL; the value escaped for the (utf8mb4) connection."""
-    pid, t, user, origin, event, key, value = row
-    text = "NULL" if value is None else "'" + escape_string(value) + "'"
-    return f"({pid},'{t}',{user},{origin},{'NULL' if event is None else event},{key},{text})"
-
-
-def bulk_insert(head: str, values: Iterable[str], limit: int) -> Iterator[str]:
-    """Multi-row INSERT statements (idempotent upserts) of at most ``limit`` bytes of UTF-8
-    each; ``head`` is ASCII. A row that cannot fit alone is a TerminalError (the readers
-    reject such lines: see ``MySQLStore.oversized``).
-
-    Built by hand: three times faster than the driver's generic parameter escaping.
-    """
-    room = limit - len(head) - len(UPSERT_NOTHING)
-    chunk: list[str] = []
-    size = 0  # bytes of the rows in chunk and a comma after each
-    for value in values:
-        n = len(value) if value.isascii() else len(value.encode())  # isascii: O(1) in CPython
-        if size + n > room:
-            if n > room:
-                raise TerminalError(f"a row of {n:,} bytes does not fit a statement of {limit:,}")
-            yield head + ",".join(chunk) + UPSERT_NOTHING
-            chunk, size = [], 0
-        chunk.append(value)
-        size += n + 1
-    if chunk:
-        yield head + ",".join(chunk) + UPSERT_NOTHING
 
 
 REPOINT_PAIRS = 500  # (user, origin) pairs per re-pointing UPDATE
