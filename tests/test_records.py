@@ -393,6 +393,27 @@ def test_reject_keeps_the_raw_line_without_its_ending() -> None:
     ]
 
 
+REJECTABLE = (b'{"_p":"a","_t":1,"v":"caf\\303\\251"}\n\n{"_p":"b","_t":2}\r\nnot json\n'
+              b'{"_n":"e","_p":"\xff","_t":3,"v":"x"}')  # invalid UTF-8, no final newline
+
+
+@pytest.mark.parametrize("cut", range(len(REJECTABLE) + 1))
+def test_a_record_of_the_last_feed_becomes_a_reject_of_its_raw_line(cut: int) -> None:
+    """A line that decodes but cannot be stored (too wide for the database) is rejected with
+    its raw text, wherever the chunks split it."""
+    decoder = LineDecoder(100)
+    found = []
+    for step in (lambda: decoder.feed(REJECTABLE[:cut]), lambda: decoder.feed(REJECTABLE[cut:]),
+                 decoder.flush):
+        found += [decoder.reject(i, "too wide") if isinstance(i, Record) else i for i in step()]
+    assert found == [
+        Reject(100, 136, "too wide", '{"_p":"a","_t":1,"v":"caf\\303\\251"}'),
+        Reject(137, 156, "too wide", '{"_p":"b","_t":2}'),
+        Reject(156, 165, "not JSON", "not json"),
+        Reject(165, 199, "too wide", '{"_n":"e","_p":"\ufffd","_t":3,"v":"x"}'),
+    ]
+
+
 # --- octal escapes (SPEC 7) -----------------------------------------------------------------
 
 

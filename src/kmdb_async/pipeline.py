@@ -37,7 +37,7 @@ import msgspec
 from .aliases import AliasCache
 from .batching import Batch, Batcher
 from .errors import TerminalError, TransientError
-from .records import AliasScanner, LineDecoder
+from .records import AliasScanner, Item, LineDecoder, Record
 from .report import Reporter, Summary
 from .resolver import MAX_REVISION, Prepared, ResolvedBatch, Resolver
 from .settings import Settings
@@ -125,6 +125,7 @@ class Import:
         self._rejects: IO[bytes] | None = None
         self.signum: int | None = None
         self._readers: asyncio.Task[None] | None = None
+        self._oversized = store.oversized()  # None: the database stores any line
 
     def stop(self, signum: int) -> None:
         """Stop reading; batches already read are written and their progress saved."""
@@ -219,11 +220,21 @@ class Import:
         async with aclosing(self.source.stream(revision, start)) as chunks:  # type: ignore[type-var]
             async for chunk in chunks:
                 end += len(chunk)
-                for batch in batcher.feed(decoder.feed(chunk)):
+                for batch in batcher.feed(self._storable(decoder.feed(chunk), decoder)):
                     await self._emit(batch)
-        for batch in batcher.feed(decoder.flush()):
+        for batch in batcher.feed(self._storable(decoder.flush(), decoder)):
             await self._emit(batch)
         await self._emit(batcher.flush(end))
+
+    def _storable(self, items: list[Item], decoder: LineDecoder) -> list[Item]:
+        """``items``, a record the database cannot store (a row larger than the server's
+        max_allowed_packet) made a reject of its whole line, on every write path alike."""
+        check = self._oversized
+        if check is None:
+            return items
+        return [decoder.reject(item, reason)
+                if isinstance(item, Record) and (reason := check(item)) is not None else item
+                for item in items]
 
     async def _emit(self, batch: Batch) -> None:
         if batch.rejects and self.settings.strict:

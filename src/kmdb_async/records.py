@@ -126,6 +126,8 @@ class LineDecoder:
         """Decode from byte offset `start` of the object: the first byte fed is that byte."""
         self._pending = bytearray()  # bytes after the last complete line handed out
         self._offset = start  # byte offset of self._pending[0] within the object
+        self._block = b""  # the lines handed out last (for reject), from byte offset _base
+        self._base = start
 
     @property
     def offset(self) -> int:
@@ -144,6 +146,7 @@ class LineDecoder:
         del self._pending[:cut]
         lines = block.split(b"\n")
         lines.pop()  # the empty piece after the block's final newline
+        self._block, self._base = block, self._offset
         return self._decode_lines(lines)
 
     def flush(self) -> list[Item]:
@@ -152,7 +155,14 @@ class LineDecoder:
             return []
         line = bytes(self._pending)
         self._pending.clear()
+        self._block, self._base = line, self._offset
         return self._decode_lines([line], newline=0)
+
+    def reject(self, record: Record, reason: str) -> Reject:
+        """A Reject of the line of ``record``, one of the last ``feed`` or ``flush``: for a
+        line that decodes but cannot be stored (its raw text is still at hand here)."""
+        line = self._block[record.offset - self._base : record.end - self._base]
+        return _reject(record.offset, record.end, line.removesuffix(b"\n"), reason)
 
     def _decode_lines(self, lines: list[bytes], newline: int = 1) -> list[Item]:
         """Items of consecutive lines starting at self._offset; advance it past them.
