@@ -125,3 +125,21 @@ async def test_a_connection_whose_character_set_is_not_utf8mb4_is_refused(
     finally:
         conn.close()
         await store.close()
+
+
+def test_the_query_module_reads_text_exactly_despite_init_connect(
+        make_database: Any, latin1_server: str, tmp_path: Path) -> None:
+    """kmdb_async.query's connections set utf8mb4 after the server's init_connect: names come
+    back as stored, not as latin1 mojibake."""
+    from sqlalchemy import select
+
+    from kmdb_async.query import User, open_session
+
+    database = make_database(server=latin1_server)
+    admin_query(f"CREATE DATABASE `{database.name}` CHARACTER SET utf8mb4", server=latin1_server)
+    admin_query(f"CREATE TABLE `{database.name}`.users (id BIGINT PRIMARY KEY, name VARCHAR(255)) "
+                "CHARACTER SET utf8mb4", server=latin1_server)
+    admin_query(f"INSERT INTO `{database.name}`.users VALUES (1, %s)", ("zoé 😀",),
+                server=latin1_server)
+    with open_session(as_user(database.url)) as session:
+        assert session.scalars(select(User.name)).all() == ["zoé 😀"]
