@@ -24,6 +24,7 @@ from ..resolver import EventRow, PropertyRow, Repoint, ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
 from .base import ALIAS_LINKS, IdCache, SQLStore
+from .connections import ConnectionPool, Watchdog
 from .loaddata import BulkLoad
 from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, USERS
 
@@ -59,7 +60,8 @@ class MySQLStore(SQLStore):
     def __init__(self, url: DatabaseURL, settings: Settings) -> None:
         super().__init__(settings)
         self.url = url
-        self._pool: aiomysql.Pool | None = None
+        self._pool: ConnectionPool | None = None
+        self._watchdog = Watchdog(settings.network_timeout, partial(self._params, None))
         self._lock_conn: aiomysql.Connection | None = None
         self._links = asyncio.Lock()  # our writers lock alias pairs one transaction at a time
         self._interning = asyncio.Lock()  # one INSERT of new users/keys at a time (see _intern)
@@ -114,9 +116,9 @@ class MySQLStore(SQLStore):
                     f"CREATE DATABASE IF NOT EXISTS `{_ident(url.database)}` "
                     f"CHARACTER SET utf8mb4 COLLATE {self.collation}"
                 )
-            self._pool = await aiomysql.create_pool(
-                minsize=1, maxsize=self._settings.writers + 2, **self._params(url.database)
-            )
+            self._pool = ConnectionPool(partial(self._open_connection, url.database),
+                                        self._settings.writers + 2)
+            self._pool.release(await self._pool.acquire())  # the database answers: fail early
 
         await self._retry(connect)
 
@@ -140,9 +142,14 @@ class MySQLStore(SQLStore):
             + "sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
         }
 
+    async def _open_connection(self, database: str | None, **options: Any) -> aiomysql.Connection:
+        """A new connection, opened within the network timeout; its waits are watched
+        (``connections.py``: a statement is never cut while the server runs it)."""
+        return await self._watchdog.connect({**self._params(database), **options})
+
     @asynccontextmanager
     async def _connect(self, database: str | None):  # type: ignore[no-untyped-def]
-        conn = await aiomysql.connect(**self._params(database))
+        conn = await self._open_connection(database)
         try:
             yield conn
         finally:
@@ -154,7 +161,6 @@ class MySQLStore(SQLStore):
             self._lock_conn = None
         if self._pool is not None:
             self._pool.close()
-            await self._pool.wait_closed()
             self._pool = None
 
     @asynccontextmanager
@@ -197,7 +203,7 @@ class MySQLStore(SQLStore):
         name = LOCK_PREFIX + self.url.database
 
         async def op() -> tuple[int | None, int | None]:
-            conn = await aiomysql.connect(**self._params(self.url.database))
+            conn = await self._open_connection(self.url.database)
             async with conn.cursor() as cur:
                 await cur.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", (name, name))
                 got, holder = await cur.fetchone()
@@ -259,9 +265,7 @@ class MySQLStore(SQLStore):
             self._id_step = int(step)
             self._keys.complete = bool(no_keys)
 
-        async def connect() -> aiomysql.Connection:
-            return await aiomysql.connect(local_infile=True, **self._params(self.url.database))
-
+        connect = partial(self._open_connection, self.url.database, local_infile=True)
         bulk = BulkLoad(connect, _upsert_aliases, repoint_statements, self._driver_errors,
                         users=bool(no_users), forget=self._forget_ids)
         try:
