@@ -64,6 +64,14 @@ MinRevisionOpt = Annotated[int, typer.Option(
 LookaheadOpt = Annotated[int, typer.Option(
     envvar="KMDB_REVISION_LOOKAHEAD", min=1,
     help="Revisions probed past the last found one when the bucket cannot be listed.")]
+RetryOpt = Annotated[int, typer.Option(
+    envvar="KMDB_RETRY_ATTEMPTS", min=1,
+    help="Tries of one failing S3/database/Redis operation before the run stops.")]
+TimeoutOpt = Annotated[float, typer.Option(
+    envvar="KMDB_NETWORK_TIMEOUT", min=0.1,
+    help="Seconds a server may stay silent when an answer is due (connecting, a Redis "
+         "command, an S3 read) before the try fails; a MariaDB statement the server still "
+         "runs is never cut.")]
 
 
 def _scrub(message: str, settings: Settings | None) -> str:
@@ -117,9 +125,8 @@ def import_(
         "kmdb-rejects.jsonl"),
     strict: Annotated[bool, typer.Option(
         "--strict", envvar="KMDB_STRICT", help="Stop at the first rejected line.")] = False,
-    retry_attempts: Annotated[int, typer.Option(
-        envvar="KMDB_RETRY_ATTEMPTS", min=1,
-        help="Tries of one failing S3/database/Redis operation before the run stops.")] = 6,
+    retry_attempts: RetryOpt = 6,
+    network_timeout: TimeoutOpt = 30.0,
     user_cache_size: Annotated[int, typer.Option(
         envvar="KMDB_USER_CACHE_SIZE", min=2,
         help="Identities whose users.id is kept in memory (at most).")] = 300_000,
@@ -140,6 +147,7 @@ def import_(
         batch_size=batch_size, files_in_flight=files_in_flight, writers=writers,
         queue_depth=queue_depth, rejects=rejects, strict=strict, retry_attempts=retry_attempts,
         user_cache_size=user_cache_size, alias_cache_size=alias_cache_size, bulk_load=bulk_load,
+        network_timeout=network_timeout,
     )
     summary = _run(settings, lambda: run_import(settings))
     typer.echo(summary.text())
@@ -153,10 +161,13 @@ def flush(
     database_url: DatabaseOpt = None,
     redis_url: RedisOpt = None,
     redis_prefix: PrefixOpt = None,
+    retry_attempts: RetryOpt = 6,
+    network_timeout: TimeoutOpt = 30.0,
 ) -> None:
     """Create the schema if missing, then empty imported data, progress and this database's
     Redis keys. The filter tables are kept."""
-    settings = Settings(database_url=database_url, redis_url=redis_url, redis_prefix=redis_prefix)
+    settings = Settings(database_url=database_url, redis_url=redis_url, redis_prefix=redis_prefix,
+                        retry_attempts=retry_attempts, network_timeout=network_timeout)
     if not yes:
         typer.echo("flush deletes every imported event, property, user, alias and the import "
                    "progress of this database; run again with --yes to do it.", err=True)
@@ -185,9 +196,12 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     top: Annotated[int, typer.Option(min=1, help="Rows of each ranking.")] = 10,
     database_url: DatabaseOpt = None,
+    retry_attempts: RetryOpt = 6,
+    network_timeout: TimeoutOpt = 30.0,
 ) -> None:
     """Counts, time range, top events, users with the most events, rejects of the last run."""
-    settings = Settings(database_url=database_url)
+    settings = Settings(database_url=database_url, retry_attempts=retry_attempts,
+                        network_timeout=network_timeout)
     result = _run(settings, lambda: read_stats(settings, top))
     typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2) if as_json else result.text())
 
@@ -203,13 +217,16 @@ def partition(
     days_per_partition: Annotated[int, typer.Option(
         envvar="KMDB_DAYS_PER_PARTITION", min=1, help="Days of one partition.")] = 7,
     database_url: DatabaseOpt = None,
+    retry_attempts: RetryOpt = 6,
+    network_timeout: TimeoutOpt = 30.0,
 ) -> None:
     """Partition events, properties and aliases by time (MariaDB/MySQL), or extend them to a
     later max date. Rows are kept; the same arguments again change nothing."""
     from .store.partitions import partition_tables  # MySQL-only: not loaded by other commands
 
     settings = Settings(database_url=database_url, min_date=min_date, max_date=max_date,
-                        days_per_partition=days_per_partition)
+                        days_per_partition=days_per_partition, retry_attempts=retry_attempts,
+                        network_timeout=network_timeout)
     _run(settings, lambda: partition_tables(settings, typer.echo))
 
 
@@ -227,6 +244,8 @@ def status(
     aws_region: RegionOpt = "us-east-1",
     min_revision: MinRevisionOpt = 1,
     revision_lookahead: LookaheadOpt = 10,
+    retry_attempts: RetryOpt = 6,
+    network_timeout: TimeoutOpt = 30.0,
 ) -> None:
     """Show what is imported, in progress and pending, the last run and the cursor's health,
     changing nothing. Exit code 0 when all is imported, 3 when work is pending, 4 when the
@@ -236,6 +255,7 @@ def status(
         source=source_arg or source, s3_endpoint_url=s3_endpoint_url,
         aws_access_key_id=aws_access_key_id, aws_secret_access_key=aws_secret_access_key,
         aws_region=aws_region, min_revision=min_revision, revision_lookahead=revision_lookahead,
+        retry_attempts=retry_attempts, network_timeout=network_timeout,
     )
     report = _run(settings, lambda: read_status(settings))
     typer.echo(json.dumps(report, ensure_ascii=False) if as_json else render_status(report))
@@ -255,30 +275,39 @@ def _filter_app(table: str, what: str) -> typer.Typer:
     sub = typer.Typer(no_args_is_help=True, help=f"Manage `{table}`: {what}. Changes apply to "
                       "lines imported afterwards.")
 
-    def edit(names: list[str], database_url: str | None, add: bool) -> None:
-        settings, checked = Settings(database_url=database_url), _names(names)
+    def edit(names: list[str], settings: Settings, add: bool) -> None:
+        checked = _names(names)
         changed = _run(settings, lambda: _edit_filter(settings, table, checked, add=add))
         typer.echo(f"{table}: {'added' if add else 'removed'} {len(changed)} of {len(set(names))}"
                    + (f": {', '.join(changed)}" if changed else ""))
 
     @sub.command("add")
-    def add(names: NamesArg, database_url: DatabaseOpt = None) -> None:
+    def add(names: NamesArg, database_url: DatabaseOpt = None, retry_attempts: RetryOpt = 6,
+            network_timeout: TimeoutOpt = 30.0) -> None:
         """Add NAMEs (a name already there is left as it is)."""
-        edit(names, database_url, add=True)
+        edit(names, _database(database_url, retry_attempts, network_timeout), add=True)
 
     @sub.command("remove")
-    def remove(names: NamesArg, database_url: DatabaseOpt = None) -> None:
+    def remove(names: NamesArg, database_url: DatabaseOpt = None, retry_attempts: RetryOpt = 6,
+               network_timeout: TimeoutOpt = 30.0) -> None:
         """Remove NAMEs (a name that is not there is ignored)."""
-        edit(names, database_url, add=False)
+        edit(names, _database(database_url, retry_attempts, network_timeout), add=False)
 
     @sub.command("list")
-    def list_(database_url: DatabaseOpt = None) -> None:
+    def list_(database_url: DatabaseOpt = None, retry_attempts: RetryOpt = 6,
+              network_timeout: TimeoutOpt = 30.0) -> None:
         """Print the names, one a line."""
-        settings = Settings(database_url=database_url)
+        settings = _database(database_url, retry_attempts, network_timeout)
         for name in _run(settings, lambda: _list_filter(settings, table)):
             typer.echo(name)
 
     return sub
+
+
+def _database(database_url: str | None, retry_attempts: int, network_timeout: float) -> Settings:
+    """Settings of a command that talks to the database only."""
+    return Settings(database_url=database_url, retry_attempts=retry_attempts,
+                    network_timeout=network_timeout)
 
 
 def _names(names: list[str]) -> list[str]:

@@ -123,6 +123,10 @@ class Settings:
     strict: bool = False  # stop at the first rejected line
     retry_attempts: int = 6  # tries of one transient operation before giving up
     retry_max_wait: float = 10.0  # seconds, cap of the exponential backoff between tries
+    # Seconds a network service may stay silent when an answer is due: a connection (TCP and
+    # login), a Redis command, an S3 response or body chunk. A MariaDB statement that passes it
+    # is not cut while the server, asked on a new connection, says it still runs it.
+    network_timeout: float = 30.0
     progress_interval: float = 5.0  # seconds between progress log lines (not on a terminal)
     min_date: str | None = None  # YYYY-MM-DD: first day of the first time partition
     max_date: str | None = None  # YYYY-MM-DD: time partitions reach at least this day

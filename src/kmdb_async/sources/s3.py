@@ -21,12 +21,14 @@ from aiobotocore.session import get_session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     CredentialRetrievalError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
+    ReadTimeoutError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import RetryCallState
@@ -54,6 +56,8 @@ WIRE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 _READ_ERRORS: tuple[type[BaseException], ...] = (*WIRE_ERRORS, TransientError)
+#: What a request that got no answer in time raises (aiohttp's ServerTimeoutError included).
+_TIMEOUTS = (TimeoutError, ConnectTimeoutError, ReadTimeoutError)
 
 _TRANSIENT_CODES = frozenset(
     {
@@ -160,6 +164,7 @@ class S3Source:
         self._attempts = attempts
         self._max_wait = max_wait
         self._probe_concurrency = probe_concurrency
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._config = AioConfig(
             retries={"total_max_attempts": 1, "mode": "standard"},  # _call retries instead
             # A checksum verdict arrives after the bytes were handed on, too late to act on.
@@ -319,6 +324,7 @@ class S3Source:
         chunk = bytearray()
         try:
             while len(chunk) < self._chunk_size:
+                # Bounded by read_timeout (aiohttp's sock_read): a body that stops sending fails.
                 part: bytes = await reader.body.read(self._chunk_size - len(chunk))
                 if not part:
                     if reader.pos + len(chunk) < reader.end:
@@ -399,6 +405,9 @@ class S3Source:
             error: KmdbError = (TransientError if transient else TerminalError)(
                 f"{what}: {reason}"
             )
+        elif isinstance(exc, _TIMEOUTS):
+            limit = self._connect_timeout if isinstance(exc, ConnectTimeoutError) else self._read_timeout
+            error = TransientError(f"{what}: timed out (no answer in {limit:g} s)")
         elif isinstance(
             exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError
         ):

@@ -55,6 +55,7 @@ from pymysql.protocol import OKPacketWrapper
 
 from ..errors import TerminalError
 from ..resolver import EventRow, Repoint, ResolvedBatch
+from .connections import WatchedConnection
 from .schema import EVENTS, PROPERTIES, USERS
 
 PACKET = 1 << 20  # bytes per data packet (the protocol's limit is 16 MiB - 1)
@@ -129,7 +130,7 @@ def _property_text(rb: ResolvedBatch, field: Callable[[str | None], str]) -> str
 class TableStream:
     """One LOAD DATA LOCAL statement into ``table``, open until ``finish``."""
 
-    def __init__(self, conn: aiomysql.Connection, table: str, columns: str,
+    def __init__(self, conn: WatchedConnection, table: str, columns: str,
                  packet: int = PACKET) -> None:
         self.conn, self.table, self.columns = conn, table, columns
         self._packet = packet  # bytes of a data packet at most
@@ -166,7 +167,9 @@ class TableStream:
                 raise RuntimeError("connection closed")
             for start in range(0, len(data), size):
                 self.conn.write_packet(data[start:start + size])
-            await writer.drain()
+            # Watched (connections.py): a server that stops reading fails the load, a busy one
+            # is waited for.
+            await self.conn.watched(writer.drain)
         except RuntimeError:  # uvloop's answer to a write on a closed transport
             raise OperationalError(2013, f"Lost connection while loading `{self.table}`") from None
 

@@ -26,6 +26,7 @@ from ..resolver import Repoint, ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
 from .base import ALIAS_LINKS, IdCache, SQLStore
+from .connections import ConnectionPool, Watchdog
 from .loaddata import BulkLoad
 from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, USERS
 from .statements import (
@@ -78,7 +79,8 @@ class MySQLStore(SQLStore):
     def __init__(self, url: DatabaseURL, settings: Settings) -> None:
         super().__init__(settings)
         self.url = url
-        self._pool: aiomysql.Pool | None = None
+        self._pool: ConnectionPool | None = None
+        self._watchdog = Watchdog(settings.network_timeout, partial(self._params, None))
         self._lock_conn: aiomysql.Connection | None = None
         self._links = asyncio.Lock()  # our writers lock alias pairs one transaction at a time
         self._interning = asyncio.Lock()  # one INSERT of new users/keys at a time (see _intern)
@@ -138,9 +140,9 @@ class MySQLStore(SQLStore):
                     f"CREATE DATABASE IF NOT EXISTS `{_ident(url.database)}` "
                     f"CHARACTER SET utf8mb4 COLLATE {self.collation}"
                 )
-            self._pool = await aiomysql.create_pool(
-                minsize=1, maxsize=self._settings.writers + 2, **self._params(url.database)
-            )
+            self._pool = ConnectionPool(partial(self._open_connection, url.database),
+                                        self._settings.writers + 2)
+            self._pool.release(await self._pool.acquire())  # the database answers: fail early
 
         await self._retry(connect)
 
@@ -164,6 +166,11 @@ class MySQLStore(SQLStore):
             + (f"{self._isolation} = 'READ-COMMITTED', " if database else "")
             + "sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
         }
+
+    async def _open_connection(self, database: str | None, **options: Any) -> aiomysql.Connection:
+        """A new connection, opened within the network timeout; its waits are watched
+        (``connections.py``: a statement is never cut while the server runs it)."""
+        return await self._watchdog.connect({**self._params(database), **options})
 
     async def _check_charset(self, conn: aiomysql.Connection) -> None:
         """Refuse a connection whose text settings are not CHARSET (text would be stored
@@ -194,7 +201,7 @@ class MySQLStore(SQLStore):
 
     async def _checked_connect(self, **options: Any) -> aiomysql.Connection:
         """A connection to the database outside the pool, its character set checked."""
-        conn = await aiomysql.connect(**options, **self._params(self.url.database))
+        conn = await self._open_connection(self.url.database, **options)
         try:
             await self._check_charset(conn)
         except BaseException:
@@ -204,7 +211,7 @@ class MySQLStore(SQLStore):
 
     @asynccontextmanager
     async def _connect(self, database: str | None):  # type: ignore[no-untyped-def]
-        conn = await aiomysql.connect(**self._params(database))
+        conn = await self._open_connection(database)
         try:
             yield conn
         finally:
@@ -216,7 +223,6 @@ class MySQLStore(SQLStore):
             self._lock_conn = None
         if self._pool is not None:
             self._pool.close()
-            await self._pool.wait_closed()
             self._pool = None
 
     @asynccontextmanager
