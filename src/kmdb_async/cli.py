@@ -19,7 +19,7 @@ import uvloop
 
 from .errors import KmdbError
 from .pipeline import Interrupted, run_import
-from .settings import Settings, load_dotenv
+from .settings import Settings, load_dotenv, scrub
 from .state import open_cursor
 from .stats import read_stats
 from .status import read_status
@@ -67,9 +67,7 @@ LookaheadOpt = Annotated[int, typer.Option(
 
 
 def _scrub(message: str, settings: Settings | None) -> str:
-    for secret in settings.secrets() if settings else []:
-        message = message.replace(secret, "***")
-    return message
+    return scrub(message, settings.secrets()) if settings else message
 
 
 def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .resolver import REVISION_SHIFT, row_id
-from .settings import Settings
+from .settings import Settings, redact
 from .sources import Revision, source_for
 from .state import open_cursor
 from .store import open_store
@@ -172,7 +172,7 @@ async def gather(settings: Settings) -> Facts:
         finally:
             await cursor.close()
         revisions = await _listing(settings)
-        facts = Facts(database=settings.database_label(), source=location,
+        facts = Facts(database=settings.database_label(), source=redact(location),
                       cursor_kind="database" if uses_db else "redis", revisions=revisions,
                       min_revision=settings.min_revision, positions=positions)
         if not schema:
