@@ -160,3 +160,22 @@ def test_the_issue_s_examples_in_a_real_process(tmp_path: Path) -> None:
             output = done.stdout + done.stderr
             assert done.returncode == 1 and "kmdb-async: error: DATABASE_URL" in output, output
             assert secret not in output and "Traceback" not in output, output
+
+
+def test_a_bug_s_traceback_under_kmdb_debug_never_shows_a_password(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug whose exception (and the one it chains) carries the URL, as written and decoded."""
+    url = f"mysql//user:{ENCODED}@{MARIADB}/x"
+
+    async def buggy(*_: Any) -> None:
+        try:
+            raise ValueError(f"inner {PASSWORD}")
+        except ValueError as inner:
+            raise RuntimeError(f"while reading {url}") from inner
+
+    monkeypatch.setattr("kmdb_async.cli.read_stats", buggy)
+    result = run("stats", DATABASE_URL=url)
+    assert result.exit_code == 1 and "Traceback" in result.output
+    assert "unexpected error: RuntimeError" in result.output
+    assert_clean(result, "traceback")
+    assert ENCODED not in result.output
