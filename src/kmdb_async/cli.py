@@ -167,6 +167,7 @@ async def _flush(settings: Settings) -> None:
     store = open_store(settings)
     await store.open()
     try:
+        await store.acquire_import_lock("flush")  # never empties tables an import writes
         await store.ensure_schema()
         await store.flush()
         cursor = open_cursor(settings, store)
@@ -290,6 +291,7 @@ async def _edit_filter(settings: Settings, table: str, names: list[str], add: bo
     store = open_store(settings)
     await store.open()
     try:
+        await store.acquire_import_lock("filter change")
         await store.ensure_schema()
         if add:
             return await store.add_filter_names(table, names)
