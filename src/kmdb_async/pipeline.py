@@ -176,7 +176,7 @@ class Import:
         bulk = self.bulk
 
         async def scan(revision: Revision, start: int) -> None:
-            scanner = AliasScanner()
+            scanner = AliasScanner(start)
             async with aclosing(self.source.stream(revision, start)) as chunks:  # type: ignore[type-var]
                 async for chunk in chunks:
                     await bulk.add_aliases(self.resolver.link_ahead(scanner.feed(chunk)))
