@@ -538,6 +538,41 @@ def test_last_line_without_newline_comes_from_flush() -> None:
     assert decoder.flush() == []
 
 
+CUT = b'{"_p":"caf\\303\\251","_t":1325376000,"_n":"e","v":[1,{"w":"\xff"}],"x":1e5}'
+
+
+@pytest.mark.parametrize("cut", range(1, len(CUT)))
+def test_an_unfinished_last_line_is_held_back_unless_final(cut: int) -> None:
+    """Cut anywhere (mid-string, mid-escape, mid-number, mid-UTF-8): not a reject while the
+    object may still grow; the offset stays before it until it is complete."""
+    head = b'{"_p":"a","_t":1}\n'
+    decoder = LineDecoder(10)
+    assert decoder.feed(head + CUT[:cut]) == [Record(10, 28, 1, "a", None, None, [], 0)]
+    assert decoder.flush(final=False) == []
+    assert (decoder.offset, decoder.held) == (28, cut)
+    resumed = LineDecoder(decoder.offset)  # the next run, once the line is complete
+    [completed] = resumed.feed(CUT + b"\n") + resumed.flush(final=False)
+    assert isinstance(completed, Record) and completed.offset == 28
+    final = LineDecoder(28)  # a later revision exists: the cut line is a reject like any other
+    [rejected] = final.feed(CUT[:cut]) + final.flush(final=True)
+    assert isinstance(rejected, Reject) and rejected.reason == "not JSON"
+    assert (final.offset, final.held) == (28 + cut, 0)
+
+
+def test_an_unterminated_last_line_that_parses_is_imported_even_if_not_final() -> None:
+    for line in (CUT, b'{"_t":1}', b"[1]", b'{"_p":"a","_t":1} ', b"  "):
+        decoder = LineDecoder()
+        items = decoder.feed(line) + decoder.flush(final=False)
+        assert items == decode(line) and decoder.held == 0 and decoder.offset == len(line)
+
+
+def test_lines_that_can_never_parse_are_held_back_until_final_too() -> None:
+    """Cut short, any failure to parse may be a line still being written."""
+    for line in (b"not json", nested(3000)[:-1], b'{"_p":"u","_t":1,"v":1e999'):
+        decoder = LineDecoder()
+        assert decoder.feed(line) + decoder.flush(final=False) == [] and decoder.held == len(line)
+
+
 def test_offset_stays_at_the_last_complete_line_while_a_line_is_pending() -> None:
     decoder = LineDecoder(100)
     assert decoder.feed(b'{"_p":"a",') == []

@@ -73,6 +73,9 @@ _ENCODER: Final = msgspec.json.Encoder()
 # ValueError) and nesting deeper than the interpreter's recursion limit.
 _DECODE_ERRORS: Final = (msgspec.DecodeError, ValueError, RecursionError)
 
+# Reasons of a line that does not parse (cut short, it may parse once it is complete).
+UNPARSED: Final = frozenset(("not JSON", "number out of range", "nested too deeply"))
+
 _JSON_SPACE: Final = b" \t\r"  # JSON whitespace other than the "\n" lines are split on
 _BOM: Final = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some tools write first
 _EVENT_SKIP: Final = frozenset(("_p", "_t", "_n"))
@@ -135,6 +138,12 @@ class LineDecoder:
         """Byte offset just past the last complete line handed out (where to resume)."""
         return self._offset
 
+    @property
+    def held(self) -> int:
+        """Bytes after ``offset`` not handed out: after ``flush(final=False)``, the unfinished
+        last line held back."""
+        return len(self._pending)
+
     def feed(self, chunk: bytes) -> list[Item]:
         """Take the next bytes; return the items of every line now complete, in file order."""
         last_newline = chunk.rfind(b"\n")
@@ -149,13 +158,23 @@ class LineDecoder:
         lines.pop()  # the empty piece after the block's final newline
         return self._decode_lines(lines)
 
-    def flush(self) -> list[Item]:
-        """End of object: return the item of the last line if it lacked a newline."""
+    def flush(self, final: bool = True) -> list[Item]:
+        """End of the bytes: return the item of the last line if it lacked a newline.
+
+        With ``final`` False the object may still grow (it is the export's latest revision):
+        a last line without a newline that does not parse is then unfinished, not a reject.
+        It is held back (``held`` bytes), and ``offset`` stays before it.
+        """
         if not self._pending:
             return []
-        line = bytes(self._pending)
+        line, start = bytes(self._pending), self._offset
+        items = self._decode_lines([line], newline=0)
+        if not final and len(items) == 1 and isinstance(items[0], Reject) and (
+                items[0].reason in UNPARSED):
+            self._offset = start
+            return []
         self._pending.clear()
-        return self._decode_lines([line], newline=0)
+        return items
 
     def _decode_lines(self, lines: list[bytes], newline: int = 1) -> list[Item]:
         """Items of consecutive lines starting at self._offset; advance it past them.
