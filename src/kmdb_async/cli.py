@@ -19,7 +19,7 @@ import uvloop
 
 from .errors import KmdbError
 from .pipeline import Interrupted, run_import
-from .settings import Settings, load_dotenv
+from .settings import Settings, load_dotenv, scrub
 from .state import open_cursor
 from .stats import read_stats
 from .status import read_status
@@ -75,9 +75,7 @@ TimeoutOpt = Annotated[float, typer.Option(
 
 
 def _scrub(message: str, settings: Settings | None) -> str:
-    for secret in settings.secrets() if settings else []:
-        message = message.replace(secret, "***")
-    return message
+    return scrub(message, settings.secrets()) if settings else message
 
 
 def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -180,6 +178,7 @@ async def _flush(settings: Settings) -> None:
     store = open_store(settings)
     await store.open()
     try:
+        await store.acquire_import_lock("flush")  # never empties tables an import writes
         await store.ensure_schema()
         await store.flush()
         cursor = open_cursor(settings, store)
@@ -321,6 +320,7 @@ async def _edit_filter(settings: Settings, table: str, names: list[str], add: bo
     store = open_store(settings)
     await store.open()
     try:
+        await store.acquire_import_lock("filter change")
         await store.ensure_schema()
         if add:
             return await store.add_filter_names(table, names)

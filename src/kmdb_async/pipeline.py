@@ -110,8 +110,10 @@ class Import:
     """One import run over ``revisions``; ``run`` returns the summary."""
 
     def __init__(self, settings: Settings, store: SQLStore, source: Source, cursor: Cursor,
-                 resolver: Resolver, summary: Summary, bulk: BulkLoad | None = None) -> None:
+                 resolver: Resolver, summary: Summary, bulk: BulkLoad | None = None,
+                 latest: int | None = None) -> None:
         self.settings = settings
+        self.latest = latest  # the source's highest revision: its last line may be unfinished
         self.store, self.source, self.cursor, self.resolver = store, source, cursor, resolver
         self.summary = summary
         self.bulk = bulk
@@ -177,7 +179,7 @@ class Import:
         bulk = self.bulk
 
         async def scan(revision: Revision, start: int) -> None:
-            scanner = AliasScanner()
+            scanner = AliasScanner(start)
             async with aclosing(self.source.stream(revision, start)) as chunks:  # type: ignore[type-var]
                 async for chunk in chunks:
                     await bulk.add_aliases(self.resolver.link_ahead(scanner.feed(chunk)))
@@ -222,9 +224,14 @@ class Import:
                 end += len(chunk)
                 for batch in batcher.feed(self._storable(decoder.feed(chunk), decoder)):
                     await self._emit(batch)
-        for batch in batcher.feed(self._storable(decoder.flush(), decoder)):
+        # Once a later revision exists, KissMetrics has moved on: the last line is final.
+        final = revision.number != self.latest
+        for batch in batcher.feed(self._storable(decoder.flush(final=final), decoder)):
             await self._emit(batch)
-        await self._emit(batcher.flush(end))
+        if decoder.held:  # the cursor stops before the unfinished line, until it is complete
+            self.summary.held_back = {"revision": revision.number, "offset": decoder.offset,
+                                      "bytes": decoder.held}
+        await self._emit(batcher.flush(decoder.offset, last=not decoder.held))
 
     def _storable(self, items: list[Item], decoder: LineDecoder) -> list[Item]:
         """``items``, a record the database cannot store (a row larger than the server's
@@ -364,8 +371,9 @@ async def _import(settings: Settings, store: SQLStore, source: Source, cursor: C
     """One pass over what is new: by a bulk load when allowed and possible, else by batches."""
     aliases = await AliasCache.open(store, settings.alias_cache_size)
     positions = await cursor.load()
+    listed = await source.revisions()
     revisions = [
-        r for r in await source.revisions()
+        r for r in listed
         if r.number >= settings.min_revision and positions.get(r.number, 0) < r.size
     ]
     if revisions and revisions[-1].number > MAX_REVISION:
@@ -377,7 +385,8 @@ async def _import(settings: Settings, store: SQLStore, source: Source, cursor: C
     filters = await store.load_filters()
     bulk = await store.begin_bulk_load() if bulk_load and revisions else None
     resolver = Resolver(store, aliases, filters, repoint=bulk is None)
-    run = Import(settings, store, source, cursor, resolver, summary, bulk)
+    run = Import(settings, store, source, cursor, resolver, summary, bulk,
+                 latest=listed[-1].number if listed else None)
     aliases.committed = run.sequence.committed
     reporter = Reporter(summary, total, len(revisions), settings.progress_interval)
     try:

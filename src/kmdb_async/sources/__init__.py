@@ -16,7 +16,7 @@ from typing import Protocol
 import msgspec
 
 from kmdb_async.errors import TerminalError
-from kmdb_async.settings import Settings
+from kmdb_async.settings import Settings, redact
 
 #: Chunk size of streamed bytes (bytes): large enough to amortise per-chunk work, small
 #: enough that many revisions can be in flight at once.
@@ -123,11 +123,11 @@ def open_source(
 
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", location):
         raise TerminalError(
-            f"unsupported source {location!r}: use s3://bucket[/prefix] or a directory"
+            f"unsupported source {redact(location)!r}: use s3://bucket[/prefix] or a directory"
         )
     if not os.path.isdir(location):
         what = "is not a directory" if os.path.exists(location) else "does not exist"
-        raise TerminalError(f"source directory {location!r} {what}")
+        raise TerminalError(f"source directory {redact(location)!r} {what}")
     return LocalSource(location)
 
 

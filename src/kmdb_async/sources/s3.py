@@ -34,6 +34,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import RetryCallState
 
 from kmdb_async.errors import KmdbError, TerminalError, TransientError, retrying
+from kmdb_async.settings import redact, scrub, secret_forms, url_password
 from kmdb_async.sources import (
     DEFAULT_CHUNK_SIZE,
     REVISIONS_DIR,
@@ -90,7 +91,9 @@ def parse_s3_url(location: str) -> tuple[str, str]:
     """Bucket and key prefix of ``s3://bucket[/prefix]``; the prefix is "" or ends with "/"."""
     bucket, _, prefix = location.removeprefix("s3://").partition("/")
     if not _BUCKET_NAME.fullmatch(bucket):
-        raise TerminalError(f"{location!r} does not name an S3 bucket: use s3://bucket[/prefix]")
+        raise TerminalError(
+            f"{redact(location)!r} does not name an S3 bucket: use s3://bucket[/prefix]"
+        )
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return bucket, prefix
@@ -157,6 +160,13 @@ class S3Source:
         self._endpoint_url = endpoint_url
         self._access_key = access_key
         self._secret_key = secret_key
+        # What messages must never show: the keys, and a password in the endpoint URL.
+        self._secrets = {
+            form
+            for secret in (secret_key, access_key, endpoint_url and url_password(endpoint_url))
+            if secret
+            for form in secret_forms(secret)
+        }
         self._region = region
         self._min_revision = min_revision
         self._lookahead = lookahead
@@ -429,10 +439,7 @@ class S3Source:
         return type(error)(self._scrub(str(error)))
 
     def _scrub(self, text: str) -> str:
-        for secret in (self._secret_key, self._access_key):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     async def _s3(self) -> Any:
         """The S3 client, created on first use and closed by aclose()."""
@@ -467,7 +474,7 @@ class S3Source:
         return self._url_of(self.prefix + path)
 
     def _url_of(self, key: str) -> str:
-        where = f" at {self._endpoint_url}" if self._endpoint_url else ""
+        where = f" at {redact(self._endpoint_url)}" if self._endpoint_url else ""
         return f"s3://{self.bucket}/{key}{where}"
 
     async def aclose(self) -> None:

@@ -20,6 +20,9 @@ from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, RUNS, USERS
 if TYPE_CHECKING:
     from .loaddata import BulkLoad
 
+#: The commands that change a database's tables, one at a time: each holds the database's
+#: lock while it runs, and one that finds it held refuses, naming the holder.
+LOCK_HOLDERS = ("import", "flush", "partition", "filter change")
 FILTER_CHUNK = 500  # names per IN (...) lookup
 PAGE = 50_000  # rows per read of a table too large to hold
 # The alias cache's lookup: every stored pair with one of ``names`` (an SQL list) on either side.
@@ -128,8 +131,9 @@ class SQLStore:
         """Create every missing table (idempotent)."""
         raise NotImplementedError
 
-    async def acquire_import_lock(self) -> None:
-        """Hold this database's import lock until close, or refuse naming the holder."""
+    async def acquire_import_lock(self, holder: str = "import") -> None:
+        """Hold this database's lock until close for ``holder`` (one of LOCK_HOLDERS), or
+        refuse (TerminalError) naming the command that holds it."""
         raise NotImplementedError
 
     async def keep_import_lock(self) -> None:

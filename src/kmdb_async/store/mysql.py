@@ -29,6 +29,7 @@ from .base import ALIAS_LINKS, IdCache, SQLStore
 from .connections import ConnectionPool, Watchdog
 from .loaddata import BulkLoad
 from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, USERS
+from .serverlock import ServerLock
 from .statements import (
     EVENTS_HEAD,
     NAME_SQL,
@@ -52,7 +53,6 @@ LOOKUP_CHUNK = 1000  # names per IN (...) lookup
 # Names per lookup of aliases: past about 200 (eq_range_index_dive_limit) MariaDB 10.11 chose
 # a full index scan over the pairs, 30 ms for 1,000 names among 46,000 pairs (100: 2 ms).
 ALIAS_CHUNK = 100
-LOCK_PREFIX = "kmdb-async import "
 # Every connection's text settings, forced by SET NAMES at connect (a server's init_connect,
 # run before it, may set others) and checked: client, connection, results, collation.
 CHARSET = ("utf8mb4", "utf8mb4", "utf8mb4", "utf8mb4_bin")
@@ -81,7 +81,7 @@ class MySQLStore(SQLStore):
         self.url = url
         self._pool: ConnectionPool | None = None
         self._watchdog = Watchdog(settings.network_timeout, partial(self._params, None))
-        self._lock_conn: aiomysql.Connection | None = None
+        self._lock = ServerLock(url.database, self._checked_connect)
         self._links = asyncio.Lock()  # our writers lock alias pairs one transaction at a time
         self._interning = asyncio.Lock()  # one INSERT of new users/keys at a time (see _intern)
         self.collation = "utf8mb4_nopad_bin"
@@ -218,9 +218,7 @@ class MySQLStore(SQLStore):
             conn.close()
 
     async def close(self) -> None:
-        if self._lock_conn is not None:
-            self._lock_conn.close()
-            self._lock_conn = None
+        await self._lock.release()
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -261,45 +259,22 @@ class MySQLStore(SQLStore):
         for statement in schema.ddl(self.collation):
             await self.execute(statement)
 
-    async def acquire_import_lock(self) -> None:
-        """Hold a server lock for this run; it dies with our connection (crash included)."""
-        name = LOCK_PREFIX + self.url.database
-
-        async def op() -> tuple[int | None, int | None]:
-            conn = await self._checked_connect()
-            async with conn.cursor() as cur:
-                await cur.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", (name, name))
-                got, holder = await cur.fetchone()
-            if got == 1:
-                self._lock_conn = conn
-            else:
-                conn.close()
-            return got, holder
-
-        got, holder = await self._retry(op)
-        if got != 1:
+    async def acquire_import_lock(self, holder: str = "import") -> None:
+        """Hold the database's lock (store/serverlock.py) for ``holder``, or refuse naming
+        the command that holds it."""
+        busy = await self._retry(lambda: self._lock.take(holder))
+        if busy is not None:
+            holder_id, running = busy
             raise TerminalError(
-                f"another kmdb-async import is running on database {self.url.database!r} "
-                f"(MariaDB connection {holder}); wait for it to finish"
+                f"another kmdb-async {running} is running on database {self.url.database!r} "
+                f"(MariaDB connection {holder_id}); wait for it to finish"
             )
 
     async def keep_import_lock(self) -> None:
-        """Check we still hold the import lock. A dropped lock connection drops the lock: take it
-        back, or stop (TerminalError) when another import took it meanwhile."""
-        conn = self._lock_conn
-        if conn is not None and not conn.closed:
-            try:
-                async with conn.cursor() as cur:
-                    await cur.execute("SELECT IS_USED_LOCK(%s) = CONNECTION_ID()",
-                                      (LOCK_PREFIX + self.url.database,))
-                    (held,) = await cur.fetchone()
-                if held == 1:
-                    return
-            except DRIVER_ERRORS:
-                pass
-            conn.close()
-        self._lock_conn = None
-        await self.acquire_import_lock()
+        """Check we still hold the lock. A dropped lock connection drops the lock: take it
+        back, or stop (TerminalError) when another command took it meanwhile."""
+        if not await self._lock.held():
+            await self.acquire_import_lock(self._lock.holder)
 
     async def flush(self) -> None:
         """Empty the imported data and progress (filter tables stay)."""
