@@ -32,7 +32,7 @@ from kmdb_async.store.base import LOCK_HOLDERS
 from . import reference
 from .conftest import Database, settings_for
 from .exportgen import write_export
-from .faultproxy import TIMEOUT, TcpProxy, _pipe
+from .faultproxy import TIMEOUT, TcpProxy
 
 CLI_TIMEOUT = 120.0  # seconds: bound of one command's run
 
@@ -189,7 +189,7 @@ class LateCloseProxy(TcpProxy):
         up_reader, up_writer = await self._upstream(self.upstream_port)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(_pipe(up_reader, writer))
+                tg.create_task(self._pipe(up_reader, writer))
                 with contextlib.suppress(OSError):  # the client's bytes, then its close, late
                     while data := await reader.read(1 << 16):
                         up_writer.write(data)
