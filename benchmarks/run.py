@@ -21,6 +21,7 @@ import atexit
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,14 +60,35 @@ def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[flo
     """
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as usage:
         t0 = time.perf_counter()
-        done = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", usage.name, *command],
-                              env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, check=False)
+        # its own process group: interrupted, the benchmark stops the command too, not only time
+        child = subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", usage.name, *command],
+                                 env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            _, stderr = child.communicate()
+        except BaseException:
+            stop_group(child)
+            raise
         wall = time.perf_counter() - t0
-        if done.returncode != 0:
-            raise SystemExit(f"{command[:4]} failed: {done.stderr.decode()}")
+        if child.returncode != 0:
+            raise SystemExit(f"{command[:4]} failed: {stderr.decode()}")
         rss, user, system = usage.read().split()[-3:]
         return wall, int(rss) / 1024, float(user) + float(system)
+
+
+def stop_group(child: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM ``child``'s process group (an import saves its progress and ends), SIGKILL it
+    if any of it is left after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + grace
+        try:
+            os.killpg(child.pid, sig)
+            while time.monotonic() < deadline:
+                child.poll()  # reaps GNU time, whose exit does not wait for the command's
+                os.killpg(child.pid, 0)
+                time.sleep(0.2)
+        except ProcessLookupError:
+            return
 
 
 def server_cpu() -> float | None:
