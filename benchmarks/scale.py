@@ -41,6 +41,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -54,7 +55,7 @@ from kmdb_async.store import schema
 
 TABLES = (schema.EVENTS, schema.PROPERTIES, schema.USERS, schema.KEYS, schema.ALIASES)
 IMPORTER, LOADER = "kmdb_bench_scale_a", "kmdb_bench_scale_c"
-MARIADB = ["mariadb", "-h127.0.0.1", "-P3306", "-uroot"]
+MARIADB = ["mariadb", "-h127.0.0.1", "-P3306", "-uroot", "--default-character-set=utf8mb4"]
 TEXT_TYPES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext")
 
 
@@ -259,16 +260,20 @@ def _ratio(result: dict[str, Any], case: str) -> str:
 
 
 class BufferPool:
-    """Sets innodb_buffer_pool_size for the run; restores it on exit, error, SIGINT or SIGTERM."""
+    """Sets innodb_buffer_pool_size for the run; restores it on exit, error, SIGINT or SIGTERM.
 
-    def __init__(self, mib: int) -> None:
+    ``connect``: a root connection to the server (autocommit)."""
+
+    def __init__(self, mib: int, connect: Callable[[], Any] = admin) -> None:
         self.size = mib * 2**20
+        self.connect = connect
         self.saved: int | None = None
+        self.handlers: dict[int, Any] = {}
 
     def __enter__(self) -> BufferPool:
         for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self._interrupt)
-        with admin() as conn, conn.cursor() as cur:
+            self.handlers[sig] = signal.signal(sig, self._interrupt)
+        with self.connect() as conn, conn.cursor() as cur:
             cur.execute("SELECT @@innodb_buffer_pool_size")
             self.saved = int(cur.fetchone()[0])
             cur.execute("SET GLOBAL innodb_buffer_pool_size = %s", (self.size,))
@@ -277,10 +282,14 @@ class BufferPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.saved is not None:
-            with admin() as conn, conn.cursor() as cur:
-                cur.execute("SET GLOBAL innodb_buffer_pool_size = %s", (self.saved,))
-            print(f"innodb_buffer_pool_size restored to {self.saved / 2**20:.0f} MiB", flush=True)
+        try:
+            if self.saved is not None:
+                with self.connect() as conn, conn.cursor() as cur:
+                    cur.execute("SET GLOBAL innodb_buffer_pool_size = %s", (self.saved,))
+                print(f"innodb_buffer_pool_size restored to {self.saved / 2**20:.0f} MiB", flush=True)
+        finally:
+            for sig, handler in self.handlers.items():
+                signal.signal(sig, handler)
 
     @staticmethod
     def _interrupt(signum: int, frame: FrameType | None) -> None:

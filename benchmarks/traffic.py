@@ -222,7 +222,6 @@ class TrafficModel:
         if r() < self.p_giant:
             session.left += 1
             session.alias_at, session.alias_to = session.left - 2, GIANT_HUB
-            self.counts["giant_members"] += 1
         return session
 
     def lines(self) -> Iterator[bytes]:
@@ -250,6 +249,7 @@ class TrafficModel:
                     pair = (s.ident, s.alias_to) if bits(3) else (s.alias_to, s.ident)
                     line = b'{"_p":"%s","_p2":"%s","_t":%d}\n' % (*pair, when)
                     counts["aliases"] += 1
+                    counts["giant_members"] += s.alias_to is GIANT_HUB
                     if s.switch:
                         s.ident = s.alias_to
                 elif s.opening:
