@@ -2,7 +2,8 @@
 
     python benchmarks/scale.py --sizes 1000000,5000000,20000000 [--data /work/bench-data]
         [--buffer-pool-mib 512] [--json scale.json] [--png scale.png] [--env KEY=VALUE ...]
-        [--partition-days N] [--giant-group N] [--memory-limit-mib 4096] [--tree CHECKOUT] [--keep]
+        [--partition-days N] [--giant-group N] [--memory-limit-mib 4096] [--parallel-load]
+        [--tree CHECKOUT] [--keep]
 
 For each size N (lines of the history), on an export of ``benchmarks/traffic.py`` (cached
 under DATA/exports), into databases ``kmdb_bench_scale_a`` (the importer) and
@@ -11,7 +12,9 @@ under DATA/exports), into databases ``kmdb_bench_scale_a`` (the importer) and
   1. (a) first import: ``kmdb-async import HISTORY`` into a fresh database;
   2. its rows are dumped to TSV (a streamed SELECT by the ``mariadb`` client);
   3. (c) first import: one LOAD DATA LOCAL per table of those rows, into tables created LIKE
-     (a)'s (the same indexes and partitions), ``unique_checks=0, foreign_key_checks=0``;
+     (a)'s (the same indexes and partitions), ``unique_checks=0, foreign_key_checks=0``, one
+     table after another on one connection (as ``run.py``'s (c)), or with ``--parallel-load``
+     every table at once on a connection each (the importer streams its tables at once);
   4. (a) cron run: ``kmdb-async import FULL`` (the last revision grown, new revisions: N/10
      more lines) onto (a);
   5. the rows the cron run added (ids past (a)'s largest after step 1) are dumped to TSV;
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -173,14 +177,20 @@ def _tsv_column(name: str, kind: str) -> str:
     return f"IFNULL({value}, _utf8mb4 x'5C4E')"
 
 
-def loader(db: str, files: dict[str, Path]) -> list[str]:
-    """The mariadb client command loading ``files`` into ``db``, one statement per table."""
-    loads = "; ".join(
-        f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE `{table}` CHARACTER SET utf8mb4 "
-        "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
-        for table, path in files.items())
-    return [*MARIADB, "--local-infile=1", db, "-e",
-            f"SET unique_checks = 0, foreign_key_checks = 0; {loads}"]
+def loader(db: str, files: dict[str, Path], parallel: bool = False) -> list[str]:
+    """The command loading ``files`` into ``db`` by the mariadb client, one statement per
+    table, one after another or (``parallel``) each on its own connection at once."""
+    session = "SET unique_checks = 0, foreign_key_checks = 0"
+    loads = [f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE `{table}` CHARACTER SET utf8mb4 "
+             "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
+             for table, path in files.items()]
+    client = [*MARIADB, "--local-infile=1", db, "-e"]
+    if not parallel:
+        return [*client, "; ".join([session, *loads])]
+    started = "; ".join(f"{shlex.join([*client, f'{session}; {load}'])} & p{i}=$!"
+                        for i, load in enumerate(loads))
+    waited = "; ".join(f"wait $p{i} || failed=1" for i in range(len(loads)))
+    return ["sh", "-c", f"failed=0; {started}; {waited}; exit $failed"]
 
 
 def copy_tables(source: str, target: str) -> None:
@@ -237,7 +247,8 @@ def measure_size(lines: int, args: argparse.Namespace, extra: dict[str, str]) ->
             result["history"] = {"rows": row_counts(IMPORTER), **sizes_mib(IMPORTER)}
             copy_tables(IMPORTER, fresh_db(LOADER))
             after = largest_ids(IMPORTER)
-        load = step("(c) LOAD DATA    ", count, loader(LOADER, files), None, list(files.values()))
+        load = step("(c) LOAD DATA    ", count, loader(LOADER, files, args.parallel_load), None,
+                    list(files.values()))
         if "failed" not in load:
             result[case].update(load_data=load, ratio=kmdb["wall_s"] / load["wall_s"])
     else:
@@ -379,6 +390,8 @@ def main() -> None:
                         help="members of the export's giant alias group (default: traffic.py's; 0: none)")
     parser.add_argument("--memory-limit-mib", type=int, default=4096,
                         help="address space of the importer (a runaway one fails alone)")
+    parser.add_argument("--parallel-load", action="store_true",
+                        help="LOAD DATA: every table at once, a connection each (default: in turn)")
     parser.add_argument("--keep", action="store_true", help="keep the databases and TSV files")
     parser.add_argument("--json", type=Path, default=Path("scale.json"))
     parser.add_argument("--png", type=Path, default=Path("scale.png"))
@@ -395,7 +408,8 @@ def main() -> None:
                 results.append(measure_size(lines, args, extra))
                 summary = {"commit": commit, "server": server, "buffer_pool_mib": pool.size / 2**20,
                            "importer_env": extra, "partition_days": args.partition_days,
-                           "giant_group": args.giant_group, "memory_limit_mib": args.memory_limit_mib,
+                           "giant_group": args.giant_group, "parallel_load": args.parallel_load,
+                           "memory_limit_mib": args.memory_limit_mib,
                            "results": results}
                 args.json.write_text(json.dumps(summary, indent=2, default=str))  # after every size
     finally:

@@ -126,10 +126,12 @@ def bench_server(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("bench_server")
-def test_loaddata_of_the_dump_gives_the_same_rows(make_database: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", [False, True])
+def test_loaddata_of_the_dump_gives_the_same_rows(make_database: Any, tmp_path: Path,
+                                                  parallel: bool) -> None:
     """What LOAD DATA is given is exactly what the importer wrote: tabs, newlines, backslashes,
     NULL against the text 'NULL' and '\\N', non-ASCII, long values; and, after a watermark,
-    only the rows past it."""
+    only the rows past it. A load that fails says so."""
     source, target = make_database(), make_database()
     for db in (source, target):
         admin_query(f"CREATE DATABASE `{db.name}`")
@@ -146,9 +148,11 @@ def test_loaddata_of_the_dump_gives_the_same_rows(make_database: Any, tmp_path: 
     source.query("INSERT INTO events VALUES (1099511627776, '2015-01-01 00:00:00', 2, 3, 1)")
     scale.copy_tables(source.name, target.name)
     files = scale.dump(source.name, tmp_path / "all")
-    subprocess.run(scale.loader(target.name, files), check=True)
+    subprocess.run(scale.loader(target.name, files, parallel), check=True)
     assert rows(target) == rows(source)
     assert target.query("SELECT value FROM properties ORDER BY id") == [(v,) for v in values]
+    missing = {"events": tmp_path / "missing.tsv", "users": files["users"]}
+    assert subprocess.run(scale.loader(target.name, missing, parallel), capture_output=True).returncode
     new = scale.dump(source.name, tmp_path / "new", watermark)
     assert new["events"].read_bytes().count(b"\n") == 1
     assert all(new[t].read_bytes() == b"" for t in ("properties", "users", "keys", "aliases"))
