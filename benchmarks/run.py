@@ -91,13 +91,28 @@ def stop_group(child: subprocess.Popen[bytes], grace: float = 30.0) -> None:
             return
 
 
+def server_pid() -> int | None:
+    """The pid of the MariaDB server at ``MYSQL``'s address, from its pid file (None when it
+    is not on this machine). Other mariadbd processes may run beside it (the tests' private
+    servers): a process name does not tell which one serves the benchmark."""
+    try:
+        with admin() as conn, conn.cursor() as cur:
+            cur.execute("SELECT @@pid_file, @@datadir")
+            pid_file, datadir = cur.fetchone()
+        return int((Path(datadir) / pid_file).read_text().split()[0])  # an absolute pid_file wins
+    except (OSError, ValueError, IndexError, pymysql.MySQLError):
+        return None
+
+
 def server_cpu() -> float | None:
     """CPU seconds the local MariaDB server has used so far (None when it is not local)."""
-    pids = subprocess.run(["pgrep", "-x", "mariadbd|mysqld"], capture_output=True, text=True,
-                          check=False).stdout.split()
-    if not pids:
+    pid = server_pid()
+    if pid is None:
         return None
-    fields = Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 

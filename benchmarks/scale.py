@@ -53,7 +53,7 @@ from typing import Any
 
 import traffic
 from ab import settle
-from run import ROOT, admin, fresh_db, measured, server_cpu, server_settings
+from run import ROOT, admin, fresh_db, measured, server_cpu, server_pid, server_settings
 
 from kmdb_async.store import schema
 
@@ -69,7 +69,7 @@ def step(name: str, lines: int, command: list[str], env: dict[str, str] | None,
     cache = "dropped" if drop_page_cache() else warm(inputs)
     flushed = sum(flush(each) for each in (IMPORTER, LOADER))  # the previous step's pages too
     settle(20.0)
-    before, t0 = server_cpu(), time.perf_counter()
+    pid, before, t0 = server_pid(), server_cpu(), time.perf_counter()
     try:
         wall, rss, cpu = measured(command, env)
     except SystemExit as e:  # the step failed: say why, and go on with what can be measured
@@ -77,7 +77,7 @@ def step(name: str, lines: int, command: list[str], env: dict[str, str] | None,
         print(f"    {name}: FAILED after {time.perf_counter() - t0:.1f} s: {reason}", flush=True)
         return {"failed": reason, "wall_s": time.perf_counter() - t0, "page_cache": cache}
     after = server_cpu()
-    served = None if before is None or after is None else after - before
+    served = None if before is None or after is None or server_pid() != pid else after - before
     print(f"    {name}: {wall:8.1f} s {lines / wall:9,.0f} lines/s  client {cpu / lines * 1e6:5.1f} us/line"
           f"  server {served or 0:7.1f} s  RSS {rss:5.0f} MB", flush=True)
     return {"wall_s": wall, "lines_per_s": lines / wall, "client_cpu_s": cpu,

@@ -175,3 +175,21 @@ def test_the_buffer_pool_is_restored_when_the_benchmark_is_terminated(private_my
         signal.raise_signal(signal.SIGTERM)  # its handler runs before this call returns
     assert pool() == before
     assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def test_the_server_cpu_is_read_from_the_server_the_benchmark_uses(
+        private_mysql: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not from whichever mariadbd a process list shows first: the tests' private servers run
+    beside the shared one."""
+    import run
+
+    def served_by(url: str) -> list[bytes]:
+        host, port = url.removeprefix("mysql://root@").split(":")
+        monkeypatch.setitem(run.MYSQL, "host", host)
+        monkeypatch.setitem(run.MYSQL, "port", int(port))
+        assert run.server_cpu() is not None
+        return Path(f"/proc/{run.server_pid()}/cmdline").read_bytes().split(b"\0")
+
+    private = f"--port={private_mysql.rsplit(':', 1)[1]}".encode()
+    assert private in served_by(private_mysql)
+    assert private not in served_by(MYSQL)
