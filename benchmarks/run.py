@@ -52,8 +52,10 @@ def fresh_db(name: str) -> str:
     return name
 
 
-def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+def measured(command: list[str], env: dict[str, str] | None = None,
+             timeout: float | None = None) -> tuple[float, float, float]:
     """Run ``command``; returns (wall seconds, peak RSS in MB, CPU seconds) of that process.
+    Exits (SystemExit) when it fails, or is stopped after ``timeout`` seconds.
 
     The peak comes from GNU time in between: a child forked straight from this (large) process
     would count this process's pages in its own high-water mark.
@@ -61,17 +63,20 @@ def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[flo
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as usage:
         t0 = time.perf_counter()
         # its own process group: interrupted, the benchmark stops the command too, not only time
-        child = subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", usage.name, *command],
-                                 env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, start_new_session=True)
-        try:
-            _, stderr = child.communicate()
-        except BaseException:
-            stop_group(child)
-            raise
+        with subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", usage.name, *command],
+                              env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True) as child:
+            try:
+                _, stderr = child.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                stop_group(child)
+                raise SystemExit(f"{command[:4]} failed: timed out after {timeout:.0f} s") from None
+            except BaseException:
+                stop_group(child)
+                raise
         wall = time.perf_counter() - t0
         if child.returncode != 0:
-            raise SystemExit(f"{command[:4]} failed: {stderr.decode()}")
+            raise SystemExit(f"{command[:4]} failed (exit {child.returncode}): {stderr.decode()}")
         rss, user, system = usage.read().split()[-3:]
         return wall, int(rss) / 1024, float(user) + float(system)
 

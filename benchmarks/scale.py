@@ -3,7 +3,7 @@
     python benchmarks/scale.py --sizes 1000000,5000000,20000000 [--data /work/bench-data]
         [--buffer-pool-mib 512] [--json scale.json] [--png scale.png] [--env KEY=VALUE ...]
         [--partition-days N] [--giant-group N] [--memory-limit-mib 4096] [--parallel-load]
-        [--tree CHECKOUT] [--keep]
+        [--step-timeout 10800] [--tree CHECKOUT] [--keep]
 
 For each size N (lines of the history), on an export of ``benchmarks/traffic.py`` (cached
 under DATA/exports), into databases ``kmdb_bench_scale_a`` (the importer) and
@@ -27,10 +27,11 @@ EXPORT; its time is recorded, not counted) and the server is let idle. The buffe
 to ``--buffer-pool-mib`` for the run and restored at the end, also on failure, Ctrl-C or
 SIGTERM. Per step: wall time, lines/s, the ratio to LOAD DATA, client CPU per line (us, the
 importer's or the mariadb client's), the local server's CPU (from /proc), peak RSS.
-A step that fails (the importer runs under ``prlimit --as``, so a runaway one fails alone) is
-recorded with its reason and the steps that need its rows are skipped. JSON is written after
-every size; the table (markdown, for benchmarks/README.md) and the chart at the end. Databases
-and TSV files are dropped at the end unless ``--keep``. Needs root (``SET GLOBAL``) and the
+A step that fails (the importer runs under ``prlimit --as``, so a runaway one fails alone; an
+import still running after ``--step-timeout`` is stopped) is recorded with its reason, and the
+steps that need its rows are skipped. JSON is written after every size; the table (markdown,
+for benchmarks/README.md) and the chart at the end (``scale_report.py`` redraws them from the
+JSON). Databases and TSV files are dropped at the end unless ``--keep``. Needs root (``SET GLOBAL``) and the
 ``mariadb`` client; exports take about 200 bytes a line (20M lines: 4.4 GB), TSV files as much.
 """
 
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -51,6 +53,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import scale_report
 import traffic
 from ab import settle
 from run import ROOT, admin, fresh_db, measured, server_cpu, server_pid, server_settings
@@ -64,16 +67,16 @@ TEXT_TYPES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext")
 
 
 def step(name: str, lines: int, command: list[str], env: dict[str, str] | None,
-         inputs: list[Path]) -> dict[str, Any]:
+         inputs: list[Path], timeout: float | None = None) -> dict[str, Any]:
     """Run one timed step in a subprocess, after the caches are made equal; its figures."""
     cache = "dropped" if drop_page_cache() else warm(inputs)
     flushed = sum(flush(each) for each in (IMPORTER, LOADER))  # the previous step's pages too
     settle(20.0)
     pid, before, t0 = server_pid(), server_cpu(), time.perf_counter()
     try:
-        wall, rss, cpu = measured(command, env)
+        wall, rss, cpu = measured(command, env, timeout)
     except SystemExit as e:  # the step failed: say why, and go on with what can be measured
-        reason = str(e).strip().splitlines()[-1]
+        reason = failure(str(e))
         print(f"    {name}: FAILED after {time.perf_counter() - t0:.1f} s: {reason}", flush=True)
         return {"failed": reason, "wall_s": time.perf_counter() - t0, "page_cache": cache}
     after = server_cpu()
@@ -84,6 +87,13 @@ def step(name: str, lines: int, command: list[str], env: dict[str, str] | None,
             "client_us_per_line": cpu / lines * 1e6, "server_cpu_s": served,
             "server_us_per_line": None if served is None else served / lines * 1e6,
             "peak_rss_mb": rss, "page_cache": cache, "flush_before_s": flushed}
+
+
+def failure(message: str) -> str:
+    """Why a step failed, in one line: the importer's error line, else its exit or timeout."""
+    said = [line for line in message.splitlines() if line.startswith("kmdb-async:")]
+    how = re.search(r"\(exit -?\d+\)|timed out after \d+ s", message)
+    return said[-1] if said else how.group(0) if how else message.strip().splitlines()[-1]
 
 
 def drop_page_cache() -> bool:
@@ -238,7 +248,7 @@ def measure_size(lines: int, args: argparse.Namespace, extra: dict[str, str]) ->
     for case, count, source in (("first_import", lines, export / "history"),
                                 ("cron", cron_lines, export / "full")):
         kmdb = step(f"(a) {case:13}", count, [*command, str(source)], env,
-                    sorted((source / "revisions").iterdir()))
+                    sorted((source / "revisions").iterdir()), args.step_timeout)
         result[case] = {"kmdb": kmdb, "load_data": None, "ratio": None}
         if "failed" in kmdb:
             break  # (a)'s rows are missing or partial: no LOAD DATA can match them
@@ -308,70 +318,12 @@ class BufferPool:
 
 
 def checkout(tree: Path) -> str:
-    """The commit of ``tree`` (``+dirty`` when its src/ has uncommitted changes)."""
-    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+    """The last commit of ``tree``'s src/ (``+dirty`` when src/ has uncommitted changes)."""
+    head = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h", "--", "src"],
                           capture_output=True, text=True, check=False).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "src"],
                            capture_output=True, text=True, check=False).stdout.strip()
     return head + ("+dirty" if dirty else "")
-
-
-def table(results: list[dict[str, Any]]) -> str:
-    """The results as a markdown table (one row per size and case)."""
-    rows = ["| history lines | case | lines | kmdb-async s | lines/s | LOAD DATA s | lines/s | ratio "
-            "| client us/line | server CPU s (kmdb / LOAD DATA) | peak RSS MB |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in results:
-        for case, lines in (("first_import", r["lines"]), ("cron", r["cron_lines"])):
-            if case not in r:
-                continue
-            a, c = r[case]["kmdb"], r[case]["load_data"]
-            head = f"| {r['lines']:,} | {case.replace('_', ' ')} | {lines:,} "
-            if "failed" in a:
-                rows.append(head + f"| failed after {a['wall_s']:.1f} s: {a['failed']} |||||||")
-                continue
-            load = (f"| {c['wall_s']:.1f} | {c['lines_per_s']:,.0f} | **{r[case]['ratio']:.2f}x** "
-                    if c else "| - | - | - ")
-            rows.append(head + f"| {a['wall_s']:.1f} | {a['lines_per_s']:,.0f} {load}"
-                        f"| {a['client_us_per_line']:.1f} | {a['server_cpu_s'] or 0:.1f} / "
-                        f"{(c or {}).get('server_cpu_s') or 0:.1f} | {a['peak_rss_mb']:.0f} |")
-    return "\n".join(rows)
-
-
-def chart(results: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Lines/s against history size, first import and cron run, beside LOAD DATA."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no chart; pip install -e '.[bench]')")
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, case, label in zip(axes, ("first_import", "cron"), ("first import", "cron run (+10%)"),
-                               strict=True):
-        for who, style in (("kmdb", "o-"), ("load_data", "s--")):
-            done = [(r["lines"], r[case][who]["lines_per_s"]) for r in results
-                    if r.get(case, {}).get(who) and "failed" not in r[case][who]]
-            ax.plot([x for x, _ in done], [y for _, y in done], style,
-                    label="kmdb-async" if who == "kmdb" else "LOAD DATA LOCAL, same rows")
-        for r in results:  # a failed step: a red cross at its size, at the bottom
-            if "failed" in r.get(case, {}).get("kmdb", {}):
-                ax.plot([r["lines"]], [0.03], "rx", transform=ax.get_xaxis_transform())
-                ax.annotate("kmdb-async failed", (r["lines"], 0.06), xycoords=("data", "axes fraction"),
-                            ha="center", color="red", fontsize=8)
-        ax.set_xlim(min(r["lines"] for r in results) / 1.5, max(r["lines"] for r in results) * 1.5)
-        ax.set_ylim(bottom=0)
-        ax.set_xscale("log")
-        ax.set_xlabel("history (lines)")
-        ax.set_title(label)
-        ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("lines/s")
-    axes[0].legend()
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
 
 
 def main() -> None:
@@ -392,6 +344,8 @@ def main() -> None:
                         help="address space of the importer (a runaway one fails alone)")
     parser.add_argument("--parallel-load", action="store_true",
                         help="LOAD DATA: every table at once, a connection each (default: in turn)")
+    parser.add_argument("--step-timeout", type=float, default=10_800,
+                        help="seconds after which an import is stopped and counted as failed")
     parser.add_argument("--keep", action="store_true", help="keep the databases and TSV files")
     parser.add_argument("--json", type=Path, default=Path("scale.json"))
     parser.add_argument("--png", type=Path, default=Path("scale.png"))
@@ -418,9 +372,8 @@ def main() -> None:
                 for db in (IMPORTER, LOADER):
                     cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
     if results:
-        print(table(results))
-        chart(results, args.png, f"kmdb-async at {commit}, buffer pool {pool.size / 2**20:.0f} MiB, "
-                                 f"{server['version']}")
+        print(scale_report.table(results))
+        scale_report.chart(results, args.png, scale_report.title(summary))
 
 
 if __name__ == "__main__":

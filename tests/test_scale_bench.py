@@ -193,3 +193,20 @@ def test_the_server_cpu_is_read_from_the_server_the_benchmark_uses(
     private = f"--port={private_mysql.rsplit(':', 1)[1]}".encode()
     assert private in served_by(private_mysql)
     assert private not in served_by(MYSQL)
+
+
+def test_a_step_still_running_after_its_timeout_is_stopped_with_its_children(tmp_path: Path) -> None:
+    import run
+
+    marker = tmp_path / "pid"
+    with pytest.raises(SystemExit) as stopped:
+        run.measured(["sh", "-c", f"sleep 60 & echo $! > {marker}; wait"], timeout=1)
+    assert scale.failure(str(stopped.value)) == "timed out after 1 s"
+    stat = Path(f"/proc/{marker.read_text().strip()}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"  # ended
+
+
+def test_a_failed_step_is_told_by_the_importers_error_line_else_its_exit() -> None:
+    said = "['python'] failed (exit 1): progress: 0.0%\nkmdb-async: error: MariaDB at h: gone\n"
+    assert scale.failure(said) == "kmdb-async: error: MariaDB at h: gone"
+    assert scale.failure("['python'] failed (exit -15): progress: 0.0%\n") == "(exit -15)"
