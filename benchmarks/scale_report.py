@@ -12,8 +12,13 @@ from typing import Any
 
 
 def title(summary: dict[str, Any]) -> str:
-    return (f"kmdb-async at {summary['commit']}, buffer pool {summary['buffer_pool_mib']:.0f} MiB, "
-            f"{summary['server']['version']}")
+    """What the chart shows: the code, the server, the export, how (c) loads."""
+    giant = summary.get("giant_group")
+    export = ("traffic.py export" if giant is None else "traffic.py export without its giant group"
+              if giant == 0 else f"traffic.py export, giant group of {giant:,}")
+    loads = ", LOAD DATA of all tables at once" if summary.get("parallel_load") else ""
+    return (f"kmdb-async at {summary['commit']}, {export}{loads}\nbuffer pool "
+            f"{summary['buffer_pool_mib']:.0f} MiB, {summary['server']['version']}")
 
 
 def table(results: list[dict[str, Any]]) -> str:
