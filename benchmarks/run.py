@@ -21,6 +21,7 @@ import atexit
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,31 +52,72 @@ def fresh_db(name: str) -> str:
     return name
 
 
-def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+def measured(command: list[str], env: dict[str, str] | None = None,
+             timeout: float | None = None) -> tuple[float, float, float]:
     """Run ``command``; returns (wall seconds, peak RSS in MB, CPU seconds) of that process.
+    Exits (SystemExit) when it fails, or is stopped after ``timeout`` seconds.
 
     The peak comes from GNU time in between: a child forked straight from this (large) process
     would count this process's pages in its own high-water mark.
     """
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as usage:
         t0 = time.perf_counter()
-        done = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", usage.name, *command],
+        # its own process group: interrupted, the benchmark stops the command too, not only time
+        with subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", usage.name, *command],
                               env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, check=False)
+                              stderr=subprocess.PIPE, start_new_session=True) as child:
+            try:
+                _, stderr = child.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                stop_group(child)
+                raise SystemExit(f"{command[:4]} failed: timed out after {timeout:.0f} s") from None
+            except BaseException:
+                stop_group(child)
+                raise
         wall = time.perf_counter() - t0
-        if done.returncode != 0:
-            raise SystemExit(f"{command[:4]} failed: {done.stderr.decode()}")
+        if child.returncode != 0:
+            raise SystemExit(f"{command[:4]} failed (exit {child.returncode}): {stderr.decode()}")
         rss, user, system = usage.read().split()[-3:]
         return wall, int(rss) / 1024, float(user) + float(system)
 
 
+def stop_group(child: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM ``child``'s process group (an import saves its progress and ends), SIGKILL it
+    if any of it is left after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + grace
+        try:
+            os.killpg(child.pid, sig)
+            while time.monotonic() < deadline:
+                child.poll()  # reaps GNU time, whose exit does not wait for the command's
+                os.killpg(child.pid, 0)
+                time.sleep(0.2)
+        except ProcessLookupError:
+            return
+
+
+def server_pid() -> int | None:
+    """The pid of the MariaDB server at ``MYSQL``'s address, from its pid file (None when it
+    is not on this machine). Other mariadbd processes may run beside it (the tests' private
+    servers): a process name does not tell which one serves the benchmark."""
+    try:
+        with admin() as conn, conn.cursor() as cur:
+            cur.execute("SELECT @@pid_file, @@datadir")
+            pid_file, datadir = cur.fetchone()
+        return int((Path(datadir) / pid_file).read_text().split()[0])  # an absolute pid_file wins
+    except (OSError, ValueError, IndexError, pymysql.MySQLError):
+        return None
+
+
 def server_cpu() -> float | None:
     """CPU seconds the local MariaDB server has used so far (None when it is not local)."""
-    pids = subprocess.run(["pgrep", "-x", "mariadbd|mysqld"], capture_output=True, text=True,
-                          check=False).stdout.split()
-    if not pids:
+    pid = server_pid()
+    if pid is None:
         return None
-    fields = Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
