@@ -1,7 +1,11 @@
 """The command line: parse options (each also an environment variable), run one async call.
 
 Exit codes: 0 success (rejected lines included), 1 the run failed (the one-line cause is
-printed), 2 bad usage, 130/143 stopped by SIGINT/SIGTERM after saving progress.
+printed), 2 bad usage (an unknown option, or a value wrong in itself: checked here, before
+anything runs), 130/143 stopped by SIGINT/SIGTERM after saving progress.
+
+Help texts are plain text (no rich markup: ``s3://bucket[/prefix]`` is not a tag); each
+option's help says its default, with ``[default: ...]`` written out where it is not a value.
 """
 
 from __future__ import annotations
@@ -11,15 +15,18 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 import uvloop
 
-from .errors import KmdbError
+from .errors import KmdbError, TerminalError
 from .pipeline import Interrupted, run_import
-from .settings import Settings, load_dotenv
+from .report import nothing_found
+from .settings import DEFAULT_PROGRESS_INTERVAL, InvalidSetting, Settings, load_dotenv
+from .sources import check_location
 from .state import open_cursor
 from .stats import read_stats
 from .status import read_status
@@ -30,40 +37,95 @@ from .store.schema import BLACKLISTED_PROPERTIES, IGNORED_USERS, MAX_NAME, WHITE
 T = TypeVar("T")
 EXIT_FAILED = 1
 
+MARKUP = None  # help texts are plain: "[/prefix]" or "[default: x]" are text, not rich tags
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=MARKUP,
     help="Import KissMetrics raw event exports into MariaDB/MySQL, fast, in one process.",
 )
 
 DatabaseOpt = Annotated[str | None, typer.Option(
     "--database-url", envvar="DATABASE_URL", show_default=False,
-    help="mysql://user:pass@host:port/db (km-db's mysql2:// accepted).")]
+    help="mysql://user:pass@host:port/db (km-db's mysql2:// accepted), or sqlite:///FILE for "
+         "the embedded database. [default: sqlite:///kmdb.sqlite3]")]
 RedisOpt = Annotated[str | None, typer.Option(
     "--redis-url", envvar="KMDB_REDIS_URL", show_default=False,
-    help="redis://host:port/db for the revision cursor; without it the database keeps it.")]
+    help="redis://[:pass@]host:port/db to keep the revision cursor in. [default: none: the "
+         "database keeps it]")]
 PrefixOpt = Annotated[str | None, typer.Option(
     "--redis-prefix", envvar="KMDB_REDIS_PREFIX", show_default=False,
-    help="Prefix of this database's Redis keys [default: kmdb:HOST:PORT:DB].")]
+    help="Prefix of this database's Redis keys. [default: kmdb:HOST:PORT:DB, or "
+         "kmdb:sqlite:PATH]")]
 SourceArg = Annotated[str | None, typer.Argument(
-    metavar="[SOURCE]", show_default=False,
+    metavar="SOURCE", show_default=False,
     help="Export root: a directory or s3://bucket[/prefix] (same as --source).")]
 SourceOpt = Annotated[str | None, typer.Option(
     "--source", envvar="KMDB_SOURCE", show_default=False,
-    help="Export root: a directory or s3://bucket[/prefix] [default: s3://$AWS_BUCKET].")]
+    help="Export root: a directory or s3://bucket[/prefix]. [default: s3://$AWS_BUCKET]")]
 EndpointOpt = Annotated[str | None, typer.Option(
     "--s3-endpoint-url", envvar="AWS_ENDPOINT_URL", show_default=False,
-    help="Endpoint of an S3-compatible store.")]
+    help="Endpoint of an S3-compatible store. [default: AWS]")]
 AccessKeyOpt = Annotated[str | None, typer.Option(
-    envvar="AWS_ACCESS_KEY_ID", show_default=False, help="S3 access key.")]
+    envvar="AWS_ACCESS_KEY_ID", show_default=False,
+    help="S3 access key. [default: botocore's chain: profile, instance role]")]
 SecretKeyOpt = Annotated[str | None, typer.Option(
-    envvar="AWS_SECRET_ACCESS_KEY", show_default=False, help="S3 secret key.")]
+    envvar="AWS_SECRET_ACCESS_KEY", show_default=False,
+    help="S3 secret key. [default: botocore's chain: profile, instance role]")]
 RegionOpt = Annotated[str, typer.Option(envvar="AWS_REGION", help="S3 region.")]
 MinRevisionOpt = Annotated[int, typer.Option(
     envvar="KMDB_MIN_REVISION", min=1, help="First revision to import.")]
 LookaheadOpt = Annotated[int, typer.Option(
     envvar="KMDB_REVISION_LOOKAHEAD", min=1,
     help="Revisions probed past the last found one when the bucket cannot be listed.")]
+
+
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", show_default=False, help="Print one JSON object. [default: text]")]
+
+
+def _date(value: str | None) -> str | None:
+    """A ``YYYY-MM-DD`` option value, checked while parsing (a bad one is bad usage)."""
+    if value is not None:
+        try:
+            date.fromisoformat(value.strip())
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from None
+    return value
+
+
+def given_as(ctx: typer.Context, name: str, option: str, envvar: str) -> str:
+    """How the user gave the parameter ``name``: its ``option`` or its ``envvar``."""
+    source = ctx.get_parameter_source(name)
+    return envvar if source is not None and source.name == "ENVIRONMENT" else option
+
+
+OPTIONS = {  # variable -> the option (or argument) that sets it too, for messages
+    "DATABASE_URL": "--database-url", "KMDB_REDIS_URL": "--redis-url",
+    "KMDB_SOURCE": "SOURCE / --source", "KMDB_MIN_DATE": "--min-date",
+    "KMDB_MAX_DATE": "--max-date",
+}
+
+
+def _bad_usage(e: InvalidSetting) -> typer.BadParameter:
+    """``e`` as bad usage (exit 2), naming both ways of giving the value."""
+    option = OPTIONS.get(e.setting)
+    hint = f"'{option}' (env var: '{e.setting}')" if option else f"'{e.setting}'"
+    return typer.BadParameter(e.problem, param_hint=hint)
+
+
+def _checked(settings: Settings, source: bool = False) -> Settings:
+    """``settings`` once every value that can be judged alone is valid (else exit 2)."""
+    try:
+        settings.database_label()
+        settings.redis()
+        if source:
+            check_location(settings.source_location())
+    except InvalidSetting as e:
+        raise _bad_usage(e) from None
+    except TerminalError as e:  # no source at all
+        raise typer.BadParameter(str(e), param_hint=f"'{OPTIONS['KMDB_SOURCE']}'") from None
+    return settings
 
 
 def _scrub(message: str, settings: Settings | None) -> str:
@@ -79,6 +141,8 @@ def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except Interrupted as e:
         typer.echo(f"kmdb-async: {e}", err=True)
         raise typer.Exit(128 + e.signum) from None
+    except InvalidSetting as e:  # a value judged only once the run needed it
+        raise _bad_usage(e) from None
     except KmdbError as e:
         typer.echo(f"kmdb-async: error: {_scrub(str(e), settings)}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
@@ -116,7 +180,8 @@ def import_(
         envvar="KMDB_REJECTS", help="JSON-lines file receiving rejected lines.")] = Path(
         "kmdb-rejects.jsonl"),
     strict: Annotated[bool, typer.Option(
-        "--strict", envvar="KMDB_STRICT", help="Stop at the first rejected line.")] = False,
+        "--strict", envvar="KMDB_STRICT", show_default=False,
+        help="Stop at the first rejected line. [default: off]")] = False,
     retry_attempts: Annotated[int, typer.Option(
         envvar="KMDB_RETRY_ATTEMPTS", min=1,
         help="Tries of one failing S3/database/Redis operation before the run stops.")] = 6,
@@ -130,6 +195,10 @@ def import_(
         "--bulk-load/--no-bulk-load", envvar="KMDB_BULK_LOAD",
         help="A first import into empty MariaDB/MySQL tables loads them by LOAD DATA "
              "streams, committed once at the end (faster; progress is saved only then).")] = True,
+    progress_interval: Annotated[float, typer.Option(
+        envvar="KMDB_PROGRESS_INTERVAL", min=0,
+        help="Seconds between progress log lines when stderr is not a terminal (cron); 0: "
+             "none. A terminal gets a live progress line instead.")] = DEFAULT_PROGRESS_INTERVAL,
 ) -> None:
     """Import every new revision (and the new end of grown ones) into the database."""
     settings = Settings(
@@ -140,8 +209,11 @@ def import_(
         batch_size=batch_size, files_in_flight=files_in_flight, writers=writers,
         queue_depth=queue_depth, rejects=rejects, strict=strict, retry_attempts=retry_attempts,
         user_cache_size=user_cache_size, alias_cache_size=alias_cache_size, bulk_load=bulk_load,
+        progress_interval=progress_interval,
     )
-    summary = _run(settings, lambda: run_import(settings))
+    summary = _run(_checked(settings, source=True), lambda: run_import(settings))
+    if summary.listed == 0:  # exit 0 all the same: a new, still empty bucket is no failure
+        typer.echo(f"kmdb-async: warning: {nothing_found(settings.source_location())}", err=True)
     typer.echo(summary.text())
     if summary.rejects:
         typer.echo(f"rejected lines were written to {settings.rejects}")
@@ -149,14 +221,17 @@ def import_(
 
 @app.command()
 def flush(
-    yes: Annotated[bool, typer.Option("--yes", help="Really empty the imported data.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", show_default=False,
+        help="Really empty the imported data. [default: off: explain and refuse]")] = False,
     database_url: DatabaseOpt = None,
     redis_url: RedisOpt = None,
     redis_prefix: PrefixOpt = None,
 ) -> None:
     """Create the schema if missing, then empty imported data, progress and this database's
     Redis keys. The filter tables are kept."""
-    settings = Settings(database_url=database_url, redis_url=redis_url, redis_prefix=redis_prefix)
+    settings = _checked(Settings(database_url=database_url, redis_url=redis_url,
+                                 redis_prefix=redis_prefix))
     if not yes:
         typer.echo("flush deletes every imported event, property, user, alias and the import "
                    "progress of this database; run again with --yes to do it.", err=True)
@@ -182,24 +257,28 @@ async def _flush(settings: Settings) -> None:
 
 @app.command()
 def stats(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOpt = False,
     top: Annotated[int, typer.Option(min=1, help="Rows of each ranking.")] = 10,
     database_url: DatabaseOpt = None,
 ) -> None:
-    """Counts, time range, top events, users with the most events, rejects of the last run."""
-    settings = Settings(database_url=database_url)
+    """Counts, time range, top events, users with the most events, the last import (and its
+    rejects) and when the database was last checked for new data."""
+    settings = _checked(Settings(database_url=database_url))
     result = _run(settings, lambda: read_stats(settings, top))
     typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2) if as_json else result.text())
 
 
 @app.command()
 def partition(
+    ctx: typer.Context,
     min_date: Annotated[str | None, typer.Option(
-        envvar="KMDB_MIN_DATE", show_default=False,
-        help="First day (YYYY-MM-DD) of the first partition; ignored for partitioned tables.")] = None,
+        envvar="KMDB_MIN_DATE", show_default=False, callback=_date,
+        help="First day (YYYY-MM-DD) of the first partition; ignored for partitioned tables. "
+             "[default: none: required to partition a table the first time]")] = None,
     max_date: Annotated[str | None, typer.Option(
-        envvar="KMDB_MAX_DATE", show_default=False,
-        help="Partitions reach at least this day (YYYY-MM-DD); later rows go to the catch-all.")] = None,
+        envvar="KMDB_MAX_DATE", show_default=False, callback=_date,
+        help="Partitions reach at least this day (YYYY-MM-DD); later rows go to the catch-all. "
+             "[default: none: required]")] = None,
     days_per_partition: Annotated[int, typer.Option(
         envvar="KMDB_DAYS_PER_PARTITION", min=1, help="Days of one partition.")] = 7,
     database_url: DatabaseOpt = None,
@@ -208,16 +287,20 @@ def partition(
     later max date. Rows are kept; the same arguments again change nothing."""
     from .store.partitions import partition_tables  # MySQL-only: not loaded by other commands
 
-    settings = Settings(database_url=database_url, min_date=min_date, max_date=max_date,
-                        days_per_partition=days_per_partition)
-    _run(settings, lambda: partition_tables(settings, typer.echo))
+    settings = _checked(Settings(database_url=database_url, min_date=min_date, max_date=max_date,
+                                 days_per_partition=days_per_partition))
+    if max_date is None:
+        raise typer.BadParameter("required: partitions reach up to it",
+                                 param_hint="'--max-date' (env var: 'KMDB_MAX_DATE')")
+    min_date_given_as = given_as(ctx, "min_date", "--min-date", "KMDB_MIN_DATE")
+    _run(settings, lambda: partition_tables(settings, typer.echo, min_date_given_as))
 
 
 @app.command()
 def status(
     source_arg: SourceArg = None,
     source: SourceOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOpt = False,
     database_url: DatabaseOpt = None,
     redis_url: RedisOpt = None,
     redis_prefix: PrefixOpt = None,
@@ -237,7 +320,7 @@ def status(
         aws_access_key_id=aws_access_key_id, aws_secret_access_key=aws_secret_access_key,
         aws_region=aws_region, min_revision=min_revision, revision_lookahead=revision_lookahead,
     )
-    report = _run(settings, lambda: read_status(settings))
+    report = _run(_checked(settings, source=True), lambda: read_status(settings))
     typer.echo(json.dumps(report, ensure_ascii=False) if as_json else render_status(report))
     raise typer.Exit(report["exit_code"])
 
@@ -252,11 +335,11 @@ FILTER_COMMANDS = {  # command -> (table, what its names do)
 
 def _filter_app(table: str, what: str) -> typer.Typer:
     """``add`` / ``remove`` / ``list`` of one filter table."""
-    sub = typer.Typer(no_args_is_help=True, help=f"Manage `{table}`: {what}. Changes apply to "
-                      "lines imported afterwards.")
+    sub = typer.Typer(no_args_is_help=True, rich_markup_mode=MARKUP,
+                      help=f"Manage `{table}`: {what}. Changes apply to lines imported afterwards.")
 
     def edit(names: list[str], database_url: str | None, add: bool) -> None:
-        settings, checked = Settings(database_url=database_url), _names(names)
+        settings, checked = _checked(Settings(database_url=database_url)), _names(names)
         changed = _run(settings, lambda: _edit_filter(settings, table, checked, add=add))
         typer.echo(f"{table}: {'added' if add else 'removed'} {len(changed)} of {len(set(names))}"
                    + (f": {', '.join(changed)}" if changed else ""))
@@ -274,7 +357,7 @@ def _filter_app(table: str, what: str) -> typer.Typer:
     @sub.command("list")
     def list_(database_url: DatabaseOpt = None) -> None:
         """Print the names, one a line."""
-        settings = Settings(database_url=database_url)
+        settings = _checked(Settings(database_url=database_url))
         for name in _run(settings, lambda: _list_filter(settings, table)):
             typer.echo(name)
 

@@ -353,8 +353,10 @@ async def _import(settings: Settings, store: SQLStore, source: Source, cursor: C
     """One pass over what is new: by a bulk load when allowed and possible, else by batches."""
     aliases = await AliasCache.open(store, settings.alias_cache_size)
     positions = await cursor.load()
+    listed = await source.revisions()
+    summary.listed = len(listed)
     revisions = [
-        r for r in await source.revisions()
+        r for r in listed
         if r.number >= settings.min_revision and positions.get(r.number, 0) < r.size
     ]
     if revisions and revisions[-1].number > MAX_REVISION:

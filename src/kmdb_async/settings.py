@@ -10,8 +10,24 @@ from urllib.parse import unquote, urlsplit
 from .errors import TerminalError
 
 DEFAULT_PORTS = {"mysql": 3306, "redis": 6379}
+NO_SOURCE = ("no source: pass SOURCE or --source (a directory or s3://bucket[/prefix]), or set "
+             "KMDB_SOURCE or AWS_BUCKET")
+DEFAULT_PROGRESS_INTERVAL = 5.0  # seconds between progress log lines when not on a terminal
 SQLITE = "sqlite:///"
 DEFAULT_DATABASE = SQLITE + "kmdb.sqlite3"  # the embedded default, in the working directory
+
+
+class InvalidSetting(TerminalError):
+    """A value that is wrong in itself, whatever the servers say (bad usage: the CLI exits 2).
+
+    ``setting`` names its variable (``DATABASE_URL``); ``problem`` says what is wrong, without
+    the name, so the CLI can name the option or variable the user actually gave.
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting} {problem}")
+        self.setting = setting
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -29,7 +45,8 @@ class DatabaseURL:
         parts = _split(url, ("mysql", "mysql2", "mariadb", "mysql+aiomysql"), "DATABASE_URL")
         database = parts.path.lstrip("/")
         if not database or "/" in database:
-            raise TerminalError(f"DATABASE_URL {redact(url)} must name a database: mysql://user:pass@host/db")
+            raise InvalidSetting("DATABASE_URL", f"{redact(url)} must name a database: "
+                                 "mysql://user:pass@host/db")
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=_port(parts, "mysql", "DATABASE_URL", url),
@@ -56,7 +73,7 @@ class RedisURL:
         parts = _split(url, ("redis",), "KMDB_REDIS_URL")
         path = parts.path.lstrip("/")
         if path and not path.isdigit():
-            raise TerminalError(f"KMDB_REDIS_URL {redact(url)}: the path must be a database number")
+            raise InvalidSetting("KMDB_REDIS_URL", f"{redact(url)}: the path must be a database number")
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=_port(parts, "redis", "KMDB_REDIS_URL", url),
@@ -72,9 +89,9 @@ def _split(url: str, schemes: tuple[str, ...], name: str):  # type: ignore[no-un
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise TerminalError(f"{name} is not a valid URL: {redact(url)}") from None
+        raise InvalidSetting(name, f"is not a valid URL: {redact(url)}") from None
     if parts.scheme not in schemes:
-        raise TerminalError(f"{name} {redact(url)} must start with {schemes[0]}://")
+        raise InvalidSetting(name, f"{redact(url)} must start with {schemes[0]}://")
     return parts
 
 
@@ -82,7 +99,7 @@ def _port(parts, scheme: str, name: str, url: str) -> int:  # type: ignore[no-un
     try:
         return parts.port or DEFAULT_PORTS[scheme]
     except ValueError:
-        raise TerminalError(f"{name} {redact(url)} has an invalid port") from None
+        raise InvalidSetting(name, f"{redact(url)} has an invalid port") from None
 
 
 def redact(url: str) -> str:
@@ -123,7 +140,7 @@ class Settings:
     strict: bool = False  # stop at the first rejected line
     retry_attempts: int = 6  # tries of one transient operation before giving up
     retry_max_wait: float = 10.0  # seconds, cap of the exponential backoff between tries
-    progress_interval: float = 5.0  # seconds between progress log lines (not on a terminal)
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL  # seconds; 0: no progress log lines
     min_date: str | None = None  # YYYY-MM-DD: first day of the first time partition
     max_date: str | None = None  # YYYY-MM-DD: time partitions reach at least this day
     days_per_partition: int = 7  # days of one time partition
@@ -138,7 +155,7 @@ class Settings:
         if not location.startswith("sqlite:"):
             return None
         if not location.startswith(SQLITE) or len(location) == len(SQLITE):
-            raise TerminalError(f"DATABASE_URL {location} must look like sqlite:///path/to/file")
+            raise InvalidSetting("DATABASE_URL", f"{location} must look like sqlite:///path/to/file")
         return Path(location[len(SQLITE):])
 
     def database(self) -> DatabaseURL:
@@ -159,7 +176,7 @@ class Settings:
         bucket = os.environ.get("AWS_BUCKET")
         if bucket:
             return bucket if bucket.startswith("s3://") else f"s3://{bucket}"
-        raise TerminalError("no source: pass --source DIR|s3://bucket[/prefix] or set AWS_BUCKET")
+        raise TerminalError(NO_SOURCE)
 
     def key_prefix(self) -> str:
         """Redis key prefix of this database: two databases sharing a Redis never collide."""
