@@ -129,6 +129,7 @@ def test_without_database_url_commands_use_the_embedded_default(tmp_path: Path) 
         assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (18,)  # no filters here
     again = cli("import", source, cwd=tmp_path)
     assert "imported 0 revisions: 0 lines" in again.stdout
+    assert not (tmp_path / "kmdb.sqlite3.lock").exists()  # removed as the import let go
 
     flushed = cli("flush", "--yes", cwd=tmp_path)
     assert flushed.returncode == 0 and "sqlite:///kmdb.sqlite3" in flushed.stdout
