@@ -88,7 +88,9 @@ def test_reject_share_of_a_run() -> None:
     assert LastRun("a", "b", "ok", lines=0, rejects=0).reject_share == 0.0
 
 
-def test_stats_command_text_and_json_without_the_password(database: Database, tmp_path: Path) -> None:
+def test_stats_command_text_and_json_without_the_password(
+        private_database: Database, tmp_path: Path) -> None:
+    database = private_database  # a user is created: on the session's private server
     import_sample(database, tmp_path / "export")
     user, password = f"kmdb_stats_{uuid.uuid4().hex[:8]}", f"S3cret-{uuid.uuid4().hex[:8]}"
     admin = connect(database.url)
