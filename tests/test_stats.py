@@ -1,4 +1,4 @@
-"""`kmdb-async stats` on the README's sample export (tests/test_query.py): exact figures."""
+"""`kmdb-async stats` on the small export of tests/test_query.py: exact figures."""
 
 from __future__ import annotations
 
