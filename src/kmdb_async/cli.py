@@ -1,8 +1,8 @@
 """The command line: parse options (each also an environment variable), run one async call.
 
 Exit codes: 0 success (rejected lines included), 1 the run failed (the one-line cause is
-printed), 2 bad usage (an unknown option, or a value wrong in itself: checked here, before
-anything runs), 130/143 stopped by SIGINT/SIGTERM after saving progress.
+printed), 2 bad usage (an unknown option, or a value wrong in itself: see usage.py),
+130/143 stopped by SIGINT/SIGTERM after saving progress.
 
 Help texts are plain text (no rich markup: ``s3://bucket[/prefix]`` is not a tag); each
 option's help says its default, with ``[default: ...]`` written out where it is not a value.
@@ -15,24 +15,23 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 import uvloop
 
-from .errors import KmdbError, TerminalError
+from .errors import KmdbError
 from .pipeline import Interrupted, run_import
 from .report import nothing_found
 from .settings import DEFAULT_PROGRESS_INTERVAL, InvalidSetting, Settings, load_dotenv
-from .sources import check_location
 from .state import open_cursor
 from .stats import read_stats
 from .status import read_status
 from .status import render as render_status
 from .store import open_store
 from .store.schema import BLACKLISTED_PROPERTIES, IGNORED_USERS, MAX_NAME, WHITELISTED_EVENTS
+from .usage import bad_usage, checked, given_as, valid_date
 
 T = TypeVar("T")
 EXIT_FAILED = 1
@@ -78,54 +77,8 @@ MinRevisionOpt = Annotated[int, typer.Option(
 LookaheadOpt = Annotated[int, typer.Option(
     envvar="KMDB_REVISION_LOOKAHEAD", min=1,
     help="Revisions probed past the last found one when the bucket cannot be listed.")]
-
-
 JsonOpt = Annotated[bool, typer.Option(
     "--json", show_default=False, help="Print one JSON object. [default: text]")]
-
-
-def _date(value: str | None) -> str | None:
-    """A ``YYYY-MM-DD`` option value, checked while parsing (a bad one is bad usage)."""
-    if value is not None:
-        try:
-            date.fromisoformat(value.strip())
-        except ValueError:
-            raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from None
-    return value
-
-
-def given_as(ctx: typer.Context, name: str, option: str, envvar: str) -> str:
-    """How the user gave the parameter ``name``: its ``option`` or its ``envvar``."""
-    source = ctx.get_parameter_source(name)
-    return envvar if source is not None and source.name == "ENVIRONMENT" else option
-
-
-OPTIONS = {  # variable -> the option (or argument) that sets it too, for messages
-    "DATABASE_URL": "--database-url", "KMDB_REDIS_URL": "--redis-url",
-    "KMDB_SOURCE": "SOURCE / --source", "KMDB_MIN_DATE": "--min-date",
-    "KMDB_MAX_DATE": "--max-date",
-}
-
-
-def _bad_usage(e: InvalidSetting) -> typer.BadParameter:
-    """``e`` as bad usage (exit 2), naming both ways of giving the value."""
-    option = OPTIONS.get(e.setting)
-    hint = f"'{option}' (env var: '{e.setting}')" if option else f"'{e.setting}'"
-    return typer.BadParameter(e.problem, param_hint=hint)
-
-
-def _checked(settings: Settings, source: bool = False) -> Settings:
-    """``settings`` once every value that can be judged alone is valid (else exit 2)."""
-    try:
-        settings.database_label()
-        settings.redis()
-        if source:
-            check_location(settings.source_location())
-    except InvalidSetting as e:
-        raise _bad_usage(e) from None
-    except TerminalError as e:  # no source at all
-        raise typer.BadParameter(str(e), param_hint=f"'{OPTIONS['KMDB_SOURCE']}'") from None
-    return settings
 
 
 def _scrub(message: str, settings: Settings | None) -> str:
@@ -142,7 +95,7 @@ def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         typer.echo(f"kmdb-async: {e}", err=True)
         raise typer.Exit(128 + e.signum) from None
     except InvalidSetting as e:  # a value judged only once the run needed it
-        raise _bad_usage(e) from None
+        raise bad_usage(e) from None
     except KmdbError as e:
         typer.echo(f"kmdb-async: error: {_scrub(str(e), settings)}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
@@ -211,7 +164,7 @@ def import_(
         user_cache_size=user_cache_size, alias_cache_size=alias_cache_size, bulk_load=bulk_load,
         progress_interval=progress_interval,
     )
-    summary = _run(_checked(settings, source=True), lambda: run_import(settings))
+    summary = _run(checked(settings, source=True), lambda: run_import(settings))
     if summary.listed == 0:  # exit 0 all the same: a new, still empty bucket is no failure
         typer.echo(f"kmdb-async: warning: {nothing_found(settings.source_location())}", err=True)
     typer.echo(summary.text())
@@ -230,7 +183,7 @@ def flush(
 ) -> None:
     """Create the schema if missing, then empty imported data, progress and this database's
     Redis keys. The filter tables are kept."""
-    settings = _checked(Settings(database_url=database_url, redis_url=redis_url,
+    settings = checked(Settings(database_url=database_url, redis_url=redis_url,
                                  redis_prefix=redis_prefix))
     if not yes:
         typer.echo("flush deletes every imported event, property, user, alias and the import "
@@ -263,7 +216,7 @@ def stats(
 ) -> None:
     """Counts, time range, top events, users with the most events, the last import (and its
     rejects) and when the database was last checked for new data."""
-    settings = _checked(Settings(database_url=database_url))
+    settings = checked(Settings(database_url=database_url))
     result = _run(settings, lambda: read_stats(settings, top))
     typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2) if as_json else result.text())
 
@@ -272,11 +225,11 @@ def stats(
 def partition(
     ctx: typer.Context,
     min_date: Annotated[str | None, typer.Option(
-        envvar="KMDB_MIN_DATE", show_default=False, callback=_date,
+        envvar="KMDB_MIN_DATE", show_default=False, callback=valid_date,
         help="First day (YYYY-MM-DD) of the first partition; ignored for partitioned tables. "
              "[default: none: required to partition a table the first time]")] = None,
     max_date: Annotated[str | None, typer.Option(
-        envvar="KMDB_MAX_DATE", show_default=False, callback=_date,
+        envvar="KMDB_MAX_DATE", show_default=False, callback=valid_date,
         help="Partitions reach at least this day (YYYY-MM-DD); later rows go to the catch-all. "
              "[default: none: required]")] = None,
     days_per_partition: Annotated[int, typer.Option(
@@ -287,7 +240,7 @@ def partition(
     later max date. Rows are kept; the same arguments again change nothing."""
     from .store.partitions import partition_tables  # MySQL-only: not loaded by other commands
 
-    settings = _checked(Settings(database_url=database_url, min_date=min_date, max_date=max_date,
+    settings = checked(Settings(database_url=database_url, min_date=min_date, max_date=max_date,
                                  days_per_partition=days_per_partition))
     if max_date is None:
         raise typer.BadParameter("required: partitions reach up to it",
@@ -320,7 +273,7 @@ def status(
         aws_access_key_id=aws_access_key_id, aws_secret_access_key=aws_secret_access_key,
         aws_region=aws_region, min_revision=min_revision, revision_lookahead=revision_lookahead,
     )
-    report = _run(_checked(settings, source=True), lambda: read_status(settings))
+    report = _run(checked(settings, source=True), lambda: read_status(settings))
     typer.echo(json.dumps(report, ensure_ascii=False) if as_json else render_status(report))
     raise typer.Exit(report["exit_code"])
 
@@ -339,8 +292,8 @@ def _filter_app(table: str, what: str) -> typer.Typer:
                       help=f"Manage `{table}`: {what}. Changes apply to lines imported afterwards.")
 
     def edit(names: list[str], database_url: str | None, add: bool) -> None:
-        settings, checked = _checked(Settings(database_url=database_url)), _names(names)
-        changed = _run(settings, lambda: _edit_filter(settings, table, checked, add=add))
+        settings, valid = checked(Settings(database_url=database_url)), _names(names)
+        changed = _run(settings, lambda: _edit_filter(settings, table, valid, add=add))
         typer.echo(f"{table}: {'added' if add else 'removed'} {len(changed)} of {len(set(names))}"
                    + (f": {', '.join(changed)}" if changed else ""))
 
@@ -357,7 +310,7 @@ def _filter_app(table: str, what: str) -> typer.Typer:
     @sub.command("list")
     def list_(database_url: DatabaseOpt = None) -> None:
         """Print the names, one a line."""
-        settings = _checked(Settings(database_url=database_url))
+        settings = checked(Settings(database_url=database_url))
         for name in _run(settings, lambda: _list_filter(settings, table)):
             typer.echo(name)
 
