@@ -31,7 +31,7 @@ from .status import read_status
 from .status import render as render_status
 from .store import open_store
 from .store.schema import BLACKLISTED_PROPERTIES, IGNORED_USERS, MAX_NAME, WHITELISTED_EVENTS
-from .usage import bad_usage, checked, given_as, valid_date
+from .usage import bad_usage, checked, partition_dates, valid_date
 
 T = TypeVar("T")
 EXIT_FAILED = 1
@@ -242,10 +242,7 @@ def partition(
 
     settings = checked(Settings(database_url=database_url, min_date=min_date, max_date=max_date,
                                  days_per_partition=days_per_partition))
-    if max_date is None:
-        raise typer.BadParameter("required: partitions reach up to it",
-                                 param_hint="'--max-date' (env var: 'KMDB_MAX_DATE')")
-    min_date_given_as = given_as(ctx, "min_date", "--min-date", "KMDB_MIN_DATE")
+    min_date_given_as = partition_dates(ctx, min_date, max_date)
     _run(settings, lambda: partition_tables(settings, typer.echo, min_date_given_as))
 
 

@@ -60,3 +60,18 @@ def checked(settings: Settings, source: bool = False) -> Settings:
     except TerminalError as e:  # no source at all
         raise typer.BadParameter(str(e), param_hint=f"'{OPTIONS['KMDB_SOURCE']}'") from None
     return settings
+
+
+def partition_dates(ctx: typer.Context, min_date: str | None, max_date: str | None) -> str:
+    """Check that the max date is given, and after the min date when both are; returns how
+    the min date was given (``--min-date`` or ``KMDB_MIN_DATE``), for messages."""
+    min_as = given_as(ctx, "min_date", "--min-date", "KMDB_MIN_DATE")
+    if max_date is None:
+        raise typer.BadParameter("required: partitions reach up to it",
+                                 param_hint="'--max-date' (env var: 'KMDB_MAX_DATE')")
+    if min_date is not None and date.fromisoformat(max_date.strip()) <= date.fromisoformat(
+            min_date.strip()):
+        max_as = given_as(ctx, "max_date", "--max-date", "KMDB_MAX_DATE")
+        raise typer.BadParameter(f"{max_date} must be after {min_as} {min_date}",
+                                 param_hint=f"'{max_as}'")
+    return min_as
