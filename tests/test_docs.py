@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", "docs/configuration.md", "docs/data-model.md", "docs/dealiasing.md",
          "docs/first-import.md", "docs/guarantees.md", "docs/operations.md",
          "docs/how-it-works.md"]
-RUN_AT_LEAST = {"README.md": 2, "docs/configuration.md": 3, "docs/data-model.md": 14,
+RUN_AT_LEAST = {"README.md": 2, "docs/configuration.md": 3, "docs/data-model.md": 15,
                 "docs/dealiasing.md": 1, "docs/operations.md": 2}  # blocks a page runs
 FENCE = re.compile(r"^(?:<!-- (?P<note>[^>]*?) -->\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$",
                    re.M | re.S)
