@@ -8,20 +8,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-)
-from rich.table import Column
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .sources import revisions_location
+
+if TYPE_CHECKING:  # rich is loaded only to draw on a terminal (a cron run never needs it)
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 REDRAW = 0.5  # seconds between redraws of the progress line on a terminal
 MIN_BAR = 8  # cells of the progress bar at least
@@ -92,7 +85,7 @@ class Reporter:
         self.interval = REDRAW if self.tty else interval
         self._t0 = time.monotonic()
         self._bar: Progress | None = None
-        self._task = TaskID(0)
+        self._task: TaskID | None = None
 
     async def run(self) -> None:
         """Report until cancelled (on a terminal, from the start)."""
@@ -128,7 +121,9 @@ class Reporter:
         _, rate, eta = self._measures()
         completed = min(self.summary.bytes, self.total) if self.to_read else self.total
         fields: dict[str, Any] = {"rate": rate, "done": self.summary.revisions, "eta": clock(eta)}
-        if self._bar is None:
+        if self._bar is None or self._task is None:
+            from rich.console import Console
+
             self._bar = progress_line(Console(file=self.stream, highlight=False))
             self._task = self._bar.add_task("import", total=self.total, completed=completed,
                                             revisions=self.revisions, **fields)
@@ -156,6 +151,9 @@ def progress_line(console: Console) -> Progress:
     """rich's progress display as one line sized to the terminal: the bar takes the width the
     figures leave; on a narrow terminal the bytes, then the rate, are left out, and cells are
     cut rather than folded, so a redraw never wraps."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn
+    from rich.table import Column
+
     def cell() -> Column:
         return Column(no_wrap=True, overflow="crop")
 
