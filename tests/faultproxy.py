@@ -1,9 +1,13 @@
 """Faults on loopback, for the fault tests and benchmarks/kill_points.py.
 
 - `TcpProxy`: forwards a port to MariaDB (or anything); `pause()` cuts every connection and
-  refuses new ones until `resume()`, on the same port: the server "unreachable for a while".
+  refuses new ones until `resume()`, on the same port: the server "unreachable for a while";
+  `freeze()` keeps every connection open but moves no byte more: a hung server or a network
+  that drops everything.
 - `S3FaultProxy`: an HTTP proxy in front of moto that answers 500 / 503 / SlowDown, delays
   the first byte, or cuts a response in the middle of an object, on a per-object plan.
+- `BlackHole`: accepts connections and never answers (reads and drops what it is sent),
+  the server that hangs a client without a bound on its waits.
 - `RedisServer`: a private `redis-server` on a free port (FLUSHALL and restarts hit nobody
   else), stopped and started again on the same port.
 
@@ -112,6 +116,19 @@ class LoopbackServer:
         return up_reader, up_writer
 
 
+class BlackHole(LoopbackServer):
+    """Accepts every connection, keeps it open and never sends a byte; `connections` counts them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        while await reader.read(1 << 16):  # until the client closes (or `stop` cuts it)
+            pass
+
+
 class TcpProxy(LoopbackServer):
     """Forwards 127.0.0.1:`port` to 127.0.0.1:`upstream_port`, byte for byte."""
 
@@ -119,25 +136,45 @@ class TcpProxy(LoopbackServer):
         super().__init__()
         self.upstream_port = upstream_port
         self.connections = 0  # connections accepted since start
+        self.frozen = False  # new connections are accepted and left silent
+        self.sent_up = 0  # bytes forwarded to the upstream server since start
+
+    def freeze(self, new_connections: bool = True) -> None:
+        """Stop reading on every open connection (both ways: the client's writes back up, no
+        answer reaches it), keeping them open; with ``new_connections`` later ones are left
+        silent too, else they are forwarded as usual."""
+
+        async def freeze() -> None:
+            self.frozen = new_connections
+            for writer in self._writers:
+                writer.transport.pause_reading()
+
+        self._call(freeze())
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.frozen:
+            writer.transport.pause_reading()
+            await reader.read()  # nothing comes: until `stop` cuts the connection
+            return
         up_reader, up_writer = await self._upstream(self.upstream_port)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(_pipe(reader, up_writer))
-                tg.create_task(_pipe(up_reader, writer))
+                tg.create_task(self._pipe(reader, up_writer, upstream=True))
+                tg.create_task(self._pipe(up_reader, writer))
         finally:
             self._writers.discard(up_writer)
             up_writer.transport.abort()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(1 << 16):
-            writer.write(data)
-            await writer.drain()
-    writer.transport.abort()
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    upstream: bool = False) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                self.sent_up += len(data) if upstream else 0
+                await writer.drain()
+        writer.transport.abort()
 
 
 def _s3_error(status: int, reason: str, code: str) -> bytes:
@@ -153,7 +190,7 @@ ANSWERS = {
     "503": _s3_error(503, "Service Unavailable", "ServiceUnavailable"),
     "slowdown": _s3_error(503, "Slow Down", "SlowDown"),
 }
-FAULTS = (*ANSWERS, "slow", "cut", "slow+cut")
+FAULTS = (*ANSWERS, "slow", "cut", "slow+cut", "stall")
 _OBJECT_GET = re.compile(r"GET /[^/?\s]+/(\S*revisions/\d+\.json) ")
 _RANGE = re.compile(r"^range: bytes=(\d+)-", re.I | re.M)
 _CONNECTION = re.compile(r"^connection:[^\r\n]*\r\n", re.I | re.M)
@@ -164,7 +201,8 @@ class S3FaultProxy(LoopbackServer):
 
     ``plan(key, n)`` returns None (forward untouched) or one of `FAULTS`: an error answer
     (500, 503, slowdown) that never reaches moto, a first byte delayed by ``slow_seconds``
-    ("slow"), or the response cut off half-way through its body ("cut"; "slow+cut": both).
+    ("slow"), the response cut off half-way through its body ("cut"; "slow+cut": both), or
+    its first half sent and then nothing, the connection kept open ("stall").
     Listing requests get the plan's answer for key "" too. One request per connection.
     """
 
@@ -214,6 +252,13 @@ class S3FaultProxy(LoopbackServer):
             self.injected["cut"] += 1
             self._cut_at[key] = start + kept  # type: ignore[index]
             body = body[:kept]
+        if fault == "stall" and match:
+            self.injected["stall"] += 1
+            writer.write(headers + b"\r\n\r\n" + body[:len(body) // 2])
+            await writer.drain()
+            while await reader.read(1 << 16):  # silent until the client gives up
+                pass
+            return
         writer.write(headers + b"\r\n\r\n" + body)
         await writer.drain()
 

@@ -74,7 +74,8 @@ def line_spans(data: bytes, start: int = 0) -> list[tuple[int, int]]:
     spans = []
     offset = start
     for piece in re.findall(rb"[^\n]*\n|[^\n]+$", data):
-        if piece.strip(b" \t\r\n"):
+        text = piece.removeprefix(BOM) if offset == 0 else piece  # a mark opens the object
+        if text.strip(b" \t\r\n"):
             spans.append((offset, offset + len(piece)))
         offset += len(piece)
     return spans
@@ -358,7 +359,6 @@ def test_exact_strings_survive_quotes_backslashes_emoji_sql() -> None:
         b'{"_p":"u\tx","_t":1}',  # a raw control character in a string
         b'{"_p":"\\x41","_t":1}',  # a Python escape: nothing is decoded eval-like
         b"not json at all",
-        b"\xef\xbb\xbf{}",
     ],
 )
 def test_not_strict_json_rejects(line: bytes) -> None:
@@ -390,6 +390,27 @@ def test_reject_keeps_the_raw_line_without_its_ending() -> None:
         Reject(0, 3, "not JSON", "ok"),
         Reject(3, 15, "no usable _t", '{"_p":"u"}'),
         Reject(15, 25, "not JSON", "not \ufffd json"),
+    ]
+
+
+REJECTABLE = (b'{"_p":"a","_t":1,"v":"caf\\303\\251"}\n\n{"_p":"b","_t":2}\r\nnot json\n'
+              b'{"_n":"e","_p":"\xff","_t":3,"v":"x"}')  # invalid UTF-8, no final newline
+
+
+@pytest.mark.parametrize("cut", range(len(REJECTABLE) + 1))
+def test_a_record_of_the_last_feed_becomes_a_reject_of_its_raw_line(cut: int) -> None:
+    """A line that decodes but cannot be stored (too wide for the database) is rejected with
+    its raw text, wherever the chunks split it."""
+    decoder = LineDecoder(100)
+    found = []
+    for step in (lambda: decoder.feed(REJECTABLE[:cut]), lambda: decoder.feed(REJECTABLE[cut:]),
+                 decoder.flush):
+        found += [decoder.reject(i, "too wide") if isinstance(i, Record) else i for i in step()]
+    assert found == [
+        Reject(100, 136, "too wide", '{"_p":"a","_t":1,"v":"caf\\303\\251"}'),
+        Reject(137, 156, "too wide", '{"_p":"b","_t":2}'),
+        Reject(156, 165, "not JSON", "not json"),
+        Reject(165, 199, "too wide", '{"_n":"e","_p":"\ufffd","_t":3,"v":"x"}'),
     ]
 
 
@@ -475,6 +496,53 @@ def test_offsets_and_ends_are_byte_positions_including_line_endings() -> None:
     assert [item.p for item in items if isinstance(item, Record)] == ["é", "v"]
 
 
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark
+MARKED = BOM + b'{"_p":"a","_t":1}\n{"_p":"b","_p2":"c","_t":2}\n'
+
+
+def test_a_byte_order_mark_at_the_object_start_is_dropped_and_still_counted() -> None:
+    plain = decode(MARKED.removeprefix(BOM))
+    marked = decode(MARKED)
+    assert [type(i) for i in marked] == [Record, Record]
+    assert marked[0] == Record(0, 21, 1, "a", None, None, [], 0)  # offset 0: same row ids
+    assert marked[1] == msgspec.structs.replace(plain[1], offset=plain[1].offset + 3,
+                                                end=plain[1].end + 3)
+    assert decode(BOM) == decode(BOM + b"\r\n") == []  # a mark alone is a blank line
+    for cut in range(len(MARKED) + 1):  # the mark split across chunks, too
+        decoder = LineDecoder()
+        assert decoder.feed(MARKED[:cut]) + decoder.feed(MARKED[cut:]) + decoder.flush() == marked
+    for cut in range(4):  # and the last line without its newline (from flush)
+        decoder = LineDecoder()
+        unterminated = (BOM + b'{"_p":"a","_t":1}')
+        assert decoder.feed(unterminated[:cut]) + decoder.feed(unterminated[cut:]) == []
+        assert decoder.flush() == [msgspec.structs.replace(marked[0], end=20)]
+
+
+def test_a_byte_order_mark_elsewhere_stays_dirt() -> None:
+    """Past byte 0 (a later line, or a read resumed from a later offset) a mark is no mark."""
+    later = decode(b'{"_p":"a","_t":1}\n' + BOM + b'{"_p":"b","_t":2}\n')
+    assert isinstance(later[1], Reject) and later[1].reason == "not JSON"
+    [resumed] = decode(BOM + b'{"_p":"b","_t":2}\n', start=18)
+    assert isinstance(resumed, Reject) and (resumed.offset, resumed.reason) == (18, "not JSON")
+    [resumed] = decode(b'{"_p":"b","_t":2}\n', start=21)  # resumed past a first line with a mark
+    assert isinstance(resumed, Record) and resumed.offset == 21
+
+
+@pytest.mark.parametrize("cut", range(0, len(MARKED) + 1, 5))
+def test_alias_scanner_drops_a_mark_exactly_where_the_decoder_does(cut: int) -> None:
+    aliased = BOM + b'{"_p":"x","_p2":"y","_t":1}\n' + BOM + b'{"_p":"z","_p2":"w","_t":2}\n'
+    scanner = AliasScanner()
+    found = scanner.feed(aliased[:cut]) + scanner.feed(aliased[cut:]) + scanner.flush()
+    assert [(r.p, r.p2) for r in found] == [("x", "y")]  # the second line is a reject
+    assert [(i.p, i.p2) for i in decode(aliased) if isinstance(i, Record)] == [("x", "y")]
+    second = aliased.index(b"\n") + 1
+    resumed = AliasScanner(second)  # from the second line: its mark is not at byte 0
+    assert resumed.feed(aliased[second:]) + resumed.flush() == []
+    after_a_plain_line = b'{"_p":"a","_t":1}\n' + aliased[second:]  # first alias line found
+    scanner = AliasScanner()
+    assert scanner.feed(after_a_plain_line) + scanner.flush() == []
+
+
 def test_blank_lines_give_no_items() -> None:
     assert decode(b"\n \n\t\n\r\n \t \r\n") == []
     assert decode(b"   ") == []
@@ -489,6 +557,41 @@ def test_last_line_without_newline_comes_from_flush() -> None:
     assert decoder.flush() == [Record(23, 40, 2, "b", None, None, [], 0)]
     assert decoder.offset == 40
     assert decoder.flush() == []
+
+
+CUT = b'{"_p":"caf\\303\\251","_t":1325376000,"_n":"e","v":[1,{"w":"\xff"}],"x":1e5}'
+
+
+@pytest.mark.parametrize("cut", range(1, len(CUT)))
+def test_an_unfinished_last_line_is_held_back_unless_final(cut: int) -> None:
+    """Cut anywhere (mid-string, mid-escape, mid-number, mid-UTF-8): not a reject while the
+    object may still grow; the offset stays before it until it is complete."""
+    head = b'{"_p":"a","_t":1}\n'
+    decoder = LineDecoder(10)
+    assert decoder.feed(head + CUT[:cut]) == [Record(10, 28, 1, "a", None, None, [], 0)]
+    assert decoder.flush(final=False) == []
+    assert (decoder.offset, decoder.held) == (28, cut)
+    resumed = LineDecoder(decoder.offset)  # the next run, once the line is complete
+    [completed] = resumed.feed(CUT + b"\n") + resumed.flush(final=False)
+    assert isinstance(completed, Record) and completed.offset == 28
+    final = LineDecoder(28)  # a later revision exists: the cut line is a reject like any other
+    [rejected] = final.feed(CUT[:cut]) + final.flush(final=True)
+    assert isinstance(rejected, Reject) and rejected.reason == "not JSON"
+    assert (final.offset, final.held) == (28 + cut, 0)
+
+
+def test_an_unterminated_last_line_that_parses_is_imported_even_if_not_final() -> None:
+    for line in (CUT, b'{"_t":1}', b"[1]", b'{"_p":"a","_t":1} ', b"  "):
+        decoder = LineDecoder()
+        items = decoder.feed(line) + decoder.flush(final=False)
+        assert items == decode(line) and decoder.held == 0 and decoder.offset == len(line)
+
+
+def test_lines_that_can_never_parse_are_held_back_until_final_too() -> None:
+    """Cut short, any failure to parse may be a line still being written."""
+    for line in (b"not json", nested(3000)[:-1], b'{"_p":"u","_t":1,"v":1e999'):
+        decoder = LineDecoder()
+        assert decoder.feed(line) + decoder.flush(final=False) == [] and decoder.held == len(line)
 
 
 def test_offset_stays_at_the_last_complete_line_while_a_line_is_pending() -> None:
@@ -688,6 +791,7 @@ def check_decoding(data: bytes, start: int = 0) -> list[Item]:
     for item in items:
         if isinstance(item, Reject):
             line = data[item.offset - start : item.end - start].removesuffix(b"\n")
+            line = line.removeprefix(BOM) if item.offset == 0 else line
             assert item.reason in REASONS
             assert item.raw == line.removesuffix(b"\r").decode("utf-8", errors="replace")
         else:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 
 from kmdb_async.errors import KmdbError, TerminalError, TransientError
 from kmdb_async.sources import Revision, open_source
@@ -362,7 +362,10 @@ def client_error(code: str, status: int, message: str = "") -> ClientError:
     (client_error("SignatureDoesNotMatch", 403), TerminalError, "AWS_SECRET_ACCESS_KEY"),
     (client_error("Weird", 400, f"secret {SECRET_KEY} key {ACCESS_KEY}"), TerminalError,
      r"Weird \(HTTP 400\): secret \*\*\* key \*\*\*"),
-    (TimeoutError(), TransientError, "TimeoutError"),
+    (TimeoutError(), TransientError, r"timed out \(no answer in 60 s\)"),
+    (ReadTimeoutError(endpoint_url="http://h:1/b"), TransientError, r"timed out \(no answer in 60 s\)"),
+    (ConnectTimeoutError(endpoint_url="http://h:1/b"), TransientError,
+     r"timed out \(no answer in 10 s\)"),
     (ConnectionResetError(f"reset {ACCESS_KEY}"), TransientError, "reset \\*\\*\\*"),
 ])
 def test_s3_errors_are_translated(error: BaseException, kind: type[KmdbError], text: str) -> None:

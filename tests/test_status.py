@@ -46,7 +46,7 @@ def test_everything_imported_is_up_to_date() -> None:
     assert (report["verdict"], report["exit_code"]) == ("up to date", EXIT_UP_TO_DATE)
     assert report["revisions"] == {"count": 3, "highest": 3, "below_min_revision": 0,
                                         "imported": 3, "in_progress": [], "pending": [],
-                                        "pending_bytes": 0}
+                                        "pending_bytes": 0, "held_back": None}
     assert report["cursor"]["agrees"] is True
 
 
@@ -58,6 +58,19 @@ def test_work_left_is_pending_with_offsets() -> None:
     assert revs["pending"] == [2] and revs["pending_bytes"] == 50 + 50 and revs["imported"] == 1
     below = assess(facts({1: 100, 3: 80}, min_revision=3))  # revisions below the min are skipped
     assert below["verdict"] == "up to date" and below["revisions"]["below_min_revision"] == 2
+
+
+def test_a_held_back_last_line_is_shown_and_is_not_pending() -> None:
+    held = {"revision": 3, "offset": 30, "bytes": 50}
+    report = assess(facts({1: 100, 2: 50, 3: 30}, held_back=held))
+    assert (report["verdict"], report["exit_code"]) == ("up to date", EXIT_UP_TO_DATE)
+    assert report["revisions"] | {"held_back": None} == assess(facts({1: 100, 2: 50, 3: 80}))[
+        "revisions"] | {"imported": 2}
+    assert report["revisions"]["held_back"] == held
+    assert ("held back: revision 3 ends in an unfinished line (50 bytes from byte 30, no "
+            "newline, not JSON yet)") in render(report)
+    other = assess(facts({1: 100, 3: 30}, held_back=held))  # revision 2 is still to read
+    assert other["verdict"] == "pending" and other["revisions"]["pending_bytes"] == 50
 
 
 def test_rows_past_the_cursor_are_reported_as_harmless() -> None:
@@ -119,7 +132,7 @@ async def test_status_follows_an_s3_import_with_a_redis_cursor(
                          "size": len(files["revisions/3.json"])}],
         "pending": [2],
         "pending_bytes": len(files["revisions/2.json"]) + len(files["revisions/3.json"])
-        - len(body(REV3[:7]))}
+        - len(body(REV3[:7])), "held_back": None}
     assert report["last_run"] | {"started_at": 0, "finished_at": 0, "duration": 0} == {
         "started_at": 0, "finished_at": 0, "status": "ok", "lines": len(REV1) + 7,
         "rejects": 1, "duration": 0}

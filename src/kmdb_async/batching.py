@@ -52,9 +52,11 @@ class Batcher:
         self._current = current
         return done
 
-    def flush(self, end: int) -> Batch:
-        """The final batch (possibly empty), stretched to ``end``: the bytes read (blank tail)."""
+    def flush(self, end: int, last: bool = True) -> Batch:
+        """The final batch (possibly empty), stretched to ``end``: the bytes decoded (a blank
+        tail included). ``last`` says whether that is the revision's end (not when its
+        unfinished last line is held back)."""
         batch = self._current
-        batch.end, batch.last = max(batch.end, end), True
+        batch.end, batch.last = max(batch.end, end), last
         self._current = Batch(self._revision, batch.end, batch.end)
         return batch

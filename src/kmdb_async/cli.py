@@ -24,7 +24,15 @@ import uvloop
 from .errors import KmdbError
 from .pipeline import Interrupted, run_import
 from .report import nothing_found
-from .settings import DEFAULT_PROGRESS_INTERVAL, InvalidSetting, Settings, load_dotenv
+from .settings import (
+    DEFAULT_NETWORK_TIMEOUT,
+    DEFAULT_PROGRESS_INTERVAL,
+    DEFAULT_RETRY_ATTEMPTS,
+    InvalidSetting,
+    Settings,
+    load_dotenv,
+    scrub,
+)
 from .state import open_cursor
 from .stats import read_stats
 from .status import read_status
@@ -79,12 +87,18 @@ LookaheadOpt = Annotated[int, typer.Option(
     help="Revisions probed past the last found one when the bucket cannot be listed.")]
 JsonOpt = Annotated[bool, typer.Option(
     "--json", show_default=False, help="Print one JSON object. [default: text]")]
+RetryOpt = Annotated[int, typer.Option(
+    envvar="KMDB_RETRY_ATTEMPTS", min=1,
+    help="Tries of one failing S3/database/Redis operation before the run stops.")]
+TimeoutOpt = Annotated[float, typer.Option(
+    envvar="KMDB_NETWORK_TIMEOUT", min=0.1,
+    help="Seconds a server may stay silent when an answer is due (connecting, a Redis "
+         "command, an S3 read) before the try fails; a MariaDB statement the server still "
+         "runs is never cut.")]
 
 
 def _scrub(message: str, settings: Settings | None) -> str:
-    for secret in settings.secrets() if settings else []:
-        message = message.replace(secret, "***")
-    return message
+    return scrub(message, settings.secrets()) if settings else message
 
 
 def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -95,7 +109,7 @@ def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         typer.echo(f"kmdb-async: {e}", err=True)
         raise typer.Exit(128 + e.signum) from None
     except InvalidSetting as e:  # a value judged only once the run needed it
-        raise bad_usage(e) from None
+        raise bad_usage(e, settings) from None
     except KmdbError as e:
         typer.echo(f"kmdb-async: error: {_scrub(str(e), settings)}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
@@ -135,9 +149,8 @@ def import_(
     strict: Annotated[bool, typer.Option(
         "--strict", envvar="KMDB_STRICT", show_default=False,
         help="Stop at the first rejected line. [default: off]")] = False,
-    retry_attempts: Annotated[int, typer.Option(
-        envvar="KMDB_RETRY_ATTEMPTS", min=1,
-        help="Tries of one failing S3/database/Redis operation before the run stops.")] = 6,
+    retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+    network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT,
     user_cache_size: Annotated[int, typer.Option(
         envvar="KMDB_USER_CACHE_SIZE", min=2,
         help="Identities whose users.id is kept in memory (at most).")] = 300_000,
@@ -162,7 +175,7 @@ def import_(
         batch_size=batch_size, files_in_flight=files_in_flight, writers=writers,
         queue_depth=queue_depth, rejects=rejects, strict=strict, retry_attempts=retry_attempts,
         user_cache_size=user_cache_size, alias_cache_size=alias_cache_size, bulk_load=bulk_load,
-        progress_interval=progress_interval,
+        network_timeout=network_timeout, progress_interval=progress_interval,
     )
     summary = _run(checked(settings, source=True), lambda: run_import(settings))
     if summary.listed == 0:  # exit 0 all the same: a new, still empty bucket is no failure
@@ -180,11 +193,14 @@ def flush(
     database_url: DatabaseOpt = None,
     redis_url: RedisOpt = None,
     redis_prefix: PrefixOpt = None,
+    retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+    network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT,
 ) -> None:
     """Create the schema if missing, then empty imported data, progress and this database's
     Redis keys. The filter tables are kept."""
     settings = checked(Settings(database_url=database_url, redis_url=redis_url,
-                                 redis_prefix=redis_prefix))
+                                 redis_prefix=redis_prefix, retry_attempts=retry_attempts,
+                                 network_timeout=network_timeout))
     if not yes:
         typer.echo("flush deletes every imported event, property, user, alias and the import "
                    "progress of this database; run again with --yes to do it.", err=True)
@@ -197,6 +213,7 @@ async def _flush(settings: Settings) -> None:
     store = open_store(settings)
     await store.open()
     try:
+        await store.acquire_import_lock("flush")  # never empties tables an import writes
         await store.ensure_schema()
         await store.flush()
         cursor = open_cursor(settings, store)
@@ -213,10 +230,12 @@ def stats(
     as_json: JsonOpt = False,
     top: Annotated[int, typer.Option(min=1, help="Rows of each ranking.")] = 10,
     database_url: DatabaseOpt = None,
+    retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+    network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT,
 ) -> None:
     """Counts, time range, top events, users with the most events, the last import (and its
     rejects) and when the database was last checked for new data."""
-    settings = checked(Settings(database_url=database_url))
+    settings = _database(database_url, retry_attempts, network_timeout)
     result = _run(settings, lambda: read_stats(settings, top))
     typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2) if as_json else result.text())
 
@@ -235,13 +254,16 @@ def partition(
     days_per_partition: Annotated[int, typer.Option(
         envvar="KMDB_DAYS_PER_PARTITION", min=1, help="Days of one partition.")] = 7,
     database_url: DatabaseOpt = None,
+    retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+    network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT,
 ) -> None:
     """Partition events, properties and aliases by time (MariaDB/MySQL), or extend them to a
     later max date. Rows are kept; the same arguments again change nothing."""
     from .store.partitions import partition_tables  # MySQL-only: not loaded by other commands
 
     settings = checked(Settings(database_url=database_url, min_date=min_date, max_date=max_date,
-                                 days_per_partition=days_per_partition))
+                                 days_per_partition=days_per_partition,
+                                 retry_attempts=retry_attempts, network_timeout=network_timeout))
     min_date_given_as = partition_dates(ctx, min_date, max_date)
     _run(settings, lambda: partition_tables(settings, typer.echo, min_date_given_as))
 
@@ -260,6 +282,8 @@ def status(
     aws_region: RegionOpt = "us-east-1",
     min_revision: MinRevisionOpt = 1,
     revision_lookahead: LookaheadOpt = 10,
+    retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+    network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT,
 ) -> None:
     """Show what is imported, in progress and pending, the last run and the cursor's health,
     changing nothing. Exit code 0 when all is imported, 3 when work is pending, 4 when the
@@ -269,6 +293,7 @@ def status(
         source=source_arg or source, s3_endpoint_url=s3_endpoint_url,
         aws_access_key_id=aws_access_key_id, aws_secret_access_key=aws_secret_access_key,
         aws_region=aws_region, min_revision=min_revision, revision_lookahead=revision_lookahead,
+        retry_attempts=retry_attempts, network_timeout=network_timeout,
     )
     report = _run(checked(settings, source=True), lambda: read_status(settings))
     typer.echo(json.dumps(report, ensure_ascii=False) if as_json else render_status(report))
@@ -288,30 +313,41 @@ def _filter_app(table: str, what: str) -> typer.Typer:
     sub = typer.Typer(no_args_is_help=True, rich_markup_mode=MARKUP,
                       help=f"Manage `{table}`: {what}. Changes apply to lines imported afterwards.")
 
-    def edit(names: list[str], database_url: str | None, add: bool) -> None:
-        settings, valid = checked(Settings(database_url=database_url)), _names(names)
+    def edit(names: list[str], settings: Settings, add: bool) -> None:
+        valid = _names(names)
         changed = _run(settings, lambda: _edit_filter(settings, table, valid, add=add))
         typer.echo(f"{table}: {'added' if add else 'removed'} {len(changed)} of {len(set(names))}"
                    + (f": {', '.join(changed)}" if changed else ""))
 
     @sub.command("add")
-    def add(names: NamesArg, database_url: DatabaseOpt = None) -> None:
+    def add(names: NamesArg, database_url: DatabaseOpt = None,
+            retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+            network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT) -> None:
         """Add NAMEs (a name already there is left as it is)."""
-        edit(names, database_url, add=True)
+        edit(names, _database(database_url, retry_attempts, network_timeout), add=True)
 
     @sub.command("remove")
-    def remove(names: NamesArg, database_url: DatabaseOpt = None) -> None:
+    def remove(names: NamesArg, database_url: DatabaseOpt = None,
+               retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+               network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT) -> None:
         """Remove NAMEs (a name that is not there is ignored)."""
-        edit(names, database_url, add=False)
+        edit(names, _database(database_url, retry_attempts, network_timeout), add=False)
 
     @sub.command("list")
-    def list_(database_url: DatabaseOpt = None) -> None:
+    def list_(database_url: DatabaseOpt = None, retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+              network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT) -> None:
         """Print the names, one a line."""
-        settings = checked(Settings(database_url=database_url))
+        settings = _database(database_url, retry_attempts, network_timeout)
         for name in _run(settings, lambda: _list_filter(settings, table)):
             typer.echo(name)
 
     return sub
+
+
+def _database(database_url: str | None, retry_attempts: int, network_timeout: float) -> Settings:
+    """Settings of a command that talks to the database only (checked: a bad URL exits 2)."""
+    return checked(Settings(database_url=database_url, retry_attempts=retry_attempts,
+                            network_timeout=network_timeout))
 
 
 def _names(names: list[str]) -> list[str]:
@@ -325,6 +361,7 @@ async def _edit_filter(settings: Settings, table: str, names: list[str], add: bo
     store = open_store(settings)
     await store.open()
     try:
+        await store.acquire_import_lock("filter change")
         await store.ensure_schema()
         if add:
             return await store.add_filter_names(table, names)

@@ -37,7 +37,7 @@ import msgspec
 from .aliases import AliasCache
 from .batching import Batch, Batcher
 from .errors import TerminalError, TransientError
-from .records import AliasScanner, LineDecoder
+from .records import AliasScanner, Item, LineDecoder, Record
 from .report import Reporter, Summary
 from .resolver import MAX_REVISION, Prepared, ResolvedBatch, Resolver
 from .settings import Settings
@@ -110,8 +110,10 @@ class Import:
     """One import run over ``revisions``; ``run`` returns the summary."""
 
     def __init__(self, settings: Settings, store: SQLStore, source: Source, cursor: Cursor,
-                 resolver: Resolver, summary: Summary, bulk: BulkLoad | None = None) -> None:
+                 resolver: Resolver, summary: Summary, bulk: BulkLoad | None = None,
+                 latest: int | None = None) -> None:
         self.settings = settings
+        self.latest = latest  # the source's highest revision: its last line may be unfinished
         self.store, self.source, self.cursor, self.resolver = store, source, cursor, resolver
         self.summary = summary
         self.bulk = bulk
@@ -125,6 +127,7 @@ class Import:
         self._rejects: IO[bytes] | None = None
         self.signum: int | None = None
         self._readers: asyncio.Task[None] | None = None
+        self._oversized = store.oversized()  # None: the database stores any line
 
     def stop(self, signum: int) -> None:
         """Stop reading; batches already read are written and their progress saved."""
@@ -176,7 +179,7 @@ class Import:
         bulk = self.bulk
 
         async def scan(revision: Revision, start: int) -> None:
-            scanner = AliasScanner()
+            scanner = AliasScanner(start)
             async with aclosing(self.source.stream(revision, start)) as chunks:  # type: ignore[type-var]
                 async for chunk in chunks:
                     await bulk.add_aliases(self.resolver.link_ahead(scanner.feed(chunk)))
@@ -219,11 +222,26 @@ class Import:
         async with aclosing(self.source.stream(revision, start)) as chunks:  # type: ignore[type-var]
             async for chunk in chunks:
                 end += len(chunk)
-                for batch in batcher.feed(decoder.feed(chunk)):
+                for batch in batcher.feed(self._storable(decoder.feed(chunk), decoder)):
                     await self._emit(batch)
-        for batch in batcher.feed(decoder.flush()):
+        # Once a later revision exists, KissMetrics has moved on: the last line is final.
+        final = revision.number != self.latest
+        for batch in batcher.feed(self._storable(decoder.flush(final=final), decoder)):
             await self._emit(batch)
-        await self._emit(batcher.flush(end))
+        if decoder.held:  # the cursor stops before the unfinished line, until it is complete
+            self.summary.held_back = {"revision": revision.number, "offset": decoder.offset,
+                                      "bytes": decoder.held}
+        await self._emit(batcher.flush(decoder.offset, last=not decoder.held))
+
+    def _storable(self, items: list[Item], decoder: LineDecoder) -> list[Item]:
+        """``items``, a record the database cannot store (a row larger than the server's
+        max_allowed_packet) made a reject of its whole line, on every write path alike."""
+        check = self._oversized
+        if check is None:
+            return items
+        return [decoder.reject(item, reason)
+                if isinstance(item, Record) and (reason := check(item)) is not None else item
+                for item in items]
 
     async def _emit(self, batch: Batch) -> None:
         if batch.rejects and self.settings.strict:
@@ -368,7 +386,8 @@ async def _import(settings: Settings, store: SQLStore, source: Source, cursor: C
     filters = await store.load_filters()
     bulk = await store.begin_bulk_load() if bulk_load and revisions else None
     resolver = Resolver(store, aliases, filters, repoint=bulk is None)
-    run = Import(settings, store, source, cursor, resolver, summary, bulk)
+    run = Import(settings, store, source, cursor, resolver, summary, bulk,
+                 latest=listed[-1].number if listed else None)
     aliases.committed = run.sequence.committed
     reporter = Reporter(summary, total, len(revisions), settings.progress_interval)
     try:

@@ -11,7 +11,9 @@ decode takes the slow path, which repairs the known dirt and decodes again:
 - octal escapes (``"caf\\303\\251"``): a backslash and three octal digits, value <= 0o377,
   inside a JSON string, is one raw byte;
 - lone UTF-16 surrogate escapes (``"\\ud83d"``) become U+FFFD, like broken UTF-8 bytes;
-- invalid UTF-8 becomes one U+FFFD per maximal ill-formed subsequence.
+- invalid UTF-8 becomes one U+FFFD per maximal ill-formed subsequence;
+- a UTF-8 byte-order mark at byte 0 of the object is dropped (offsets still count it, so the
+  first line keeps offset 0 and its row ids, with or without the mark).
 
 Nothing here does I/O and nothing raises on any input bytes.
 """
@@ -71,7 +73,11 @@ _ENCODER: Final = msgspec.json.Encoder()
 # ValueError) and nesting deeper than the interpreter's recursion limit.
 _DECODE_ERRORS: Final = (msgspec.DecodeError, ValueError, RecursionError)
 
+# Reasons of a line that does not parse (cut short, it may parse once it is complete).
+UNPARSED: Final = frozenset(("not JSON", "number out of range", "nested too deeply"))
+
 _JSON_SPACE: Final = b" \t\r"  # JSON whitespace other than the "\n" lines are split on
+_BOM: Final = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some tools write first
 _EVENT_SKIP: Final = frozenset(("_p", "_t", "_n"))
 _SET_SKIP: Final = frozenset(("_p", "_t"))
 
@@ -126,11 +132,19 @@ class LineDecoder:
         """Decode from byte offset `start` of the object: the first byte fed is that byte."""
         self._pending = bytearray()  # bytes after the last complete line handed out
         self._offset = start  # byte offset of self._pending[0] within the object
+        self._block = b""  # the lines handed out last (for reject), from byte offset _base
+        self._base = start
 
     @property
     def offset(self) -> int:
         """Byte offset just past the last complete line handed out (where to resume)."""
         return self._offset
+
+    @property
+    def held(self) -> int:
+        """Bytes after ``offset`` not handed out: after ``flush(final=False)``, the unfinished
+        last line held back."""
+        return len(self._pending)
 
     def feed(self, chunk: bytes) -> list[Item]:
         """Take the next bytes; return the items of every line now complete, in file order."""
@@ -144,15 +158,33 @@ class LineDecoder:
         del self._pending[:cut]
         lines = block.split(b"\n")
         lines.pop()  # the empty piece after the block's final newline
+        self._block, self._base = block, self._offset
         return self._decode_lines(lines)
 
-    def flush(self) -> list[Item]:
-        """End of object: return the item of the last line if it lacked a newline."""
+    def flush(self, final: bool = True) -> list[Item]:
+        """End of the bytes: return the item of the last line if it lacked a newline.
+
+        With ``final`` False the object may still grow (it is the export's latest revision):
+        a last line without a newline that does not parse is then unfinished, not a reject.
+        It is held back (``held`` bytes), and ``offset`` stays before it.
+        """
         if not self._pending:
             return []
-        line = bytes(self._pending)
+        line, start = bytes(self._pending), self._offset
+        self._block, self._base = line, start
+        items = self._decode_lines([line], newline=0)
+        if not final and len(items) == 1 and isinstance(items[0], Reject) and (
+                items[0].reason in UNPARSED):
+            self._offset = start
+            return []
         self._pending.clear()
-        return self._decode_lines([line], newline=0)
+        return items
+
+    def reject(self, record: Record, reason: str) -> Reject:
+        """A Reject of the line of ``record``, one of the last ``feed`` or ``flush``: for a
+        line that decodes but cannot be stored (its raw text is still at hand here)."""
+        line = self._block[record.offset - self._base : record.end - self._base]
+        return _reject(record.offset, record.end, line.removesuffix(b"\n"), reason)
 
     def _decode_lines(self, lines: list[bytes], newline: int = 1) -> list[Item]:
         """Items of consecutive lines starting at self._offset; advance it past them.
@@ -187,6 +219,8 @@ class LineDecoder:
 
 def _decode_dirty_line(line: bytes, offset: int, end: int) -> Item | None:
     """Slow path for a line that failed to decode: repair the known dirt, decode again."""
+    if offset == 0 and line.startswith(_BOM):  # only at the object's start: elsewhere it is dirt
+        line = line[len(_BOM):]
     if not line.strip(_JSON_SPACE):
         return None
     repaired = _STRING.sub(_repair_string, line) if b"\\" in line else line
@@ -350,11 +384,15 @@ class AliasScanner:
 
     Only lines that contain ``"_p2"`` are decoded, exactly as LineDecoder decodes them; an
     alias whose key is written with escapes (``"\\u005fp2"``) is not found here, which costs
-    the import a re-pointing pass for it, never a wrong row. Offsets are not kept.
+    the import a re-pointing pass for it, never a wrong row. Offsets are not kept, but the
+    first line found starts at its own offset, so that a byte-order mark is dropped exactly
+    where LineDecoder drops it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, start: int = 0) -> None:
+        """Scan from byte offset ``start`` of the object (the first byte fed is that byte)."""
         self._pending = bytearray()  # bytes after the last newline seen
+        self._offset = start  # byte offset of self._pending[0] within the object
 
     def feed(self, chunk: bytes) -> list[Record]:
         last_newline = chunk.rfind(b"\n")
@@ -362,26 +400,31 @@ class AliasScanner:
             self._pending += chunk
             return []
         self._pending += chunk[: last_newline + 1]
-        block = bytes(self._pending)
+        block, offset = bytes(self._pending), self._offset
         self._pending[:] = chunk[last_newline + 1 :]
-        return self._aliases(block)
+        self._offset += len(block)
+        return self._aliases(block, offset)
 
     def flush(self) -> list[Record]:
-        block = bytes(self._pending) + b"\n"
+        block, offset = bytes(self._pending) + b"\n", self._offset
+        self._offset += len(self._pending)
         self._pending.clear()
-        return self._aliases(block)
+        return self._aliases(block, offset)
 
     @staticmethod
-    def _aliases(block: bytes) -> list[Record]:
-        """Alias records among the lines of ``block`` (which ends with a newline)."""
+    def _aliases(block: bytes, offset: int) -> list[Record]:
+        """Alias records among the lines of ``block`` (which ends with a newline and starts at
+        byte ``offset`` of the object)."""
         lines: list[bytes] = []
         found = block.find(_ALIAS_KEY)
+        first = -1
         while found >= 0:
             start = block.rfind(b"\n", 0, found) + 1
             end = block.index(b"\n", found)
             lines.append(block[start:end])
+            first = start if first < 0 else first
             found = block.find(_ALIAS_KEY, end)
         if not lines:
             return []
-        items = LineDecoder()._decode_lines(lines)
+        items = LineDecoder(offset + first)._decode_lines(lines)
         return [item for item in items if isinstance(item, Record) and item.p2 is not None]

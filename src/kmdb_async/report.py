@@ -36,6 +36,8 @@ class Summary:
     bytes: int = 0  # bytes committed
     elapsed: float = 0.0
     peak_queue: int = 0  # largest number of batches waiting between stages
+    # The latest revision's unfinished last line, held back: revision, offset and bytes.
+    held_back: dict[str, int] | None = None
     started: float = field(default_factory=time.time)
 
     @property
@@ -50,12 +52,16 @@ class Summary:
         return data
 
     def text(self) -> str:
+        held = self.held_back
         return (
             f"imported {self.revisions} revisions: {self.lines} lines, {self.events} events, "
             f"{self.properties} properties, {self.aliases} aliases, {self.rejects} rejects, "
             f"{self.truncated} truncated values, {self.skipped} skipped by filters "
             f"in {self.elapsed:.1f} s ({self.lines_per_second:,.0f} lines/s)"
-        )
+        ) + ("" if held is None else
+             f"\nrevision {held['revision']} ends in an unfinished line ({held['bytes']:,} bytes "
+             f"from byte {held['offset']:,}, no newline, not JSON yet): it is imported once "
+             "complete, or rejected once a later revision exists")
 
 
 def nothing_found(location: str) -> str:

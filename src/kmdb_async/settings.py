@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from .errors import TerminalError
 
@@ -13,6 +15,8 @@ DEFAULT_PORTS = {"mysql": 3306, "redis": 6379}
 NO_SOURCE = ("no source: pass SOURCE or --source (a directory or s3://bucket[/prefix]), or set "
              "KMDB_SOURCE or AWS_BUCKET")
 DEFAULT_PROGRESS_INTERVAL = 5.0  # seconds between progress log lines when not on a terminal
+DEFAULT_NETWORK_TIMEOUT = 30.0  # seconds a server may stay silent when an answer is due
+DEFAULT_RETRY_ATTEMPTS = 6  # tries of one failing network operation
 SQLITE = "sqlite:///"
 DEFAULT_DATABASE = SQLITE + "kmdb.sqlite3"  # the embedded default, in the working directory
 
@@ -86,13 +90,18 @@ class RedisURL:
 
 
 def _split(url: str, schemes: tuple[str, ...], name: str):  # type: ignore[no-untyped-def]
+    """``urlsplit`` of ``scheme://…``. Everything between ``//`` and the last ``@`` is the
+    user and password, so a password may hold ``@``, ``:``, ``/``, ``?`` or ``#`` as typed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in schemes:
+        raise InvalidSetting(name, f"{redact(url)} must start with {schemes[0]}://")
+    at = rest.rfind("@")
+    if at >= 0:  # escaped, the userinfo cannot end the host early (it is unquoted later)
+        rest = re.sub(r"[/?#@]", lambda m: f"%{ord(m.group()):02X}", rest[:at]) + rest[at:]
     try:
-        parts = urlsplit(url)
+        return urlsplit(f"{scheme.lower()}://{rest}")
     except ValueError:
         raise InvalidSetting(name, f"is not a valid URL: {redact(url)}") from None
-    if parts.scheme not in schemes:
-        raise InvalidSetting(name, f"{redact(url)} must start with {schemes[0]}://")
-    return parts
 
 
 def _port(parts, scheme: str, name: str, url: str) -> int:  # type: ignore[no-untyped-def]
@@ -102,17 +111,58 @@ def _port(parts, scheme: str, name: str, url: str) -> int:  # type: ignore[no-un
         raise InvalidSetting(name, f"{redact(url)} has an invalid port") from None
 
 
+def _password_span(url: str) -> tuple[int, int] | None:
+    """Where the password of a URL-like string lies, ``url[start:end]``, whatever its shape
+    (malformed ones too): after the first ``:`` between its first ``//`` (its start when it
+    has none) and its last ``@``. Without an ``@``, a port that is not a number is taken for
+    a password whose ``@`` is missing (``mysql://user:secret/db``)."""
+    at = url.rfind("@")
+    slashes = url.find("//")
+    if at >= 0:
+        colon = url.find(":", slashes + 2 if 0 <= slashes < at else 0, at)
+        return (colon + 1, at) if 0 <= colon < at - 1 else None
+    if slashes < 0:
+        return None
+    end = min([i for i in (url.find(c, slashes + 2) for c in "/?#") if i >= 0], default=len(url))
+    colon = url.rfind(":", slashes + 2, end)
+    port = url[colon + 1:end]
+    return (colon + 1, end) if colon >= 0 and port and not port.isdigit() and "]" not in port else None
+
+
+def url_password(url: str) -> str | None:
+    """The password of a URL-like string as written (still percent-encoded), or None."""
+    span = _password_span(url)
+    return url[span[0]:span[1]] if span else None
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe for messages and logs)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+    """The URL with any password replaced by ``***`` (safe for messages and logs), whatever
+    its shape: a malformed URL loses what looks like its password too."""
+    span = _password_span(url)
+    return f"{url[:span[0]]}***{url[span[1]:]}" if span else url
+
+
+PIECE = 4  # characters: a piece of a password at least this long is scrubbed on its own
+
+
+def secret_forms(secret: str) -> set[str]:
+    """Every form of ``secret`` a message may carry: as written, percent-decoded, encoded
+    (upper- and lower-case escapes, ``+`` for spaces), and its pieces between URL
+    delimiters (a URL parsed the wrong way shows a password cut there)."""
+    forms = {secret, unquote(secret), unquote_plus(secret)}
+    for plain in list(forms):
+        for encoded in (quote(plain, safe=""), quote_plus(plain, safe="")):
+            forms |= {encoded, re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), encoded)}
+        forms |= {piece for piece in re.split(r"[/?#@:%+ ]", plain) if len(piece) >= PIECE}
+    return {form for form in forms if form}
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every one of ``secrets`` replaced by ``***`` (longest first, so a form
+    that holds another goes whole)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 @dataclass(frozen=True)
@@ -123,7 +173,7 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)
     redis_prefix: str | None = None  # Redis key prefix; default derived from the database
     source: str | None = None
-    s3_endpoint_url: str | None = None
+    s3_endpoint_url: str | None = field(default=None, repr=False)
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
     aws_region: str = "us-east-1"
@@ -138,8 +188,12 @@ class Settings:
     bulk_load: bool = True  # a first import into empty MariaDB tables streams LOAD DATA
     rejects: Path | None = None  # JSON-lines file receiving rejected lines
     strict: bool = False  # stop at the first rejected line
-    retry_attempts: int = 6  # tries of one transient operation before giving up
+    retry_attempts: int = DEFAULT_RETRY_ATTEMPTS  # tries of one transient operation
     retry_max_wait: float = 10.0  # seconds, cap of the exponential backoff between tries
+    # Seconds a network service may stay silent when an answer is due: a connection (TCP and
+    # login), a Redis command, an S3 response or body chunk. A MariaDB statement that passes it
+    # is not cut while the server, asked on a new connection, says it still runs it.
+    network_timeout: float = DEFAULT_NETWORK_TIMEOUT
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL  # seconds; 0: no progress log lines
     min_date: str | None = None  # YYYY-MM-DD: first day of the first time partition
     max_date: str | None = None  # YYYY-MM-DD: time partitions reach at least this day
@@ -155,7 +209,8 @@ class Settings:
         if not location.startswith("sqlite:"):
             return None
         if not location.startswith(SQLITE) or len(location) == len(SQLITE):
-            raise InvalidSetting("DATABASE_URL", f"{location} must look like sqlite:///path/to/file")
+            raise InvalidSetting("DATABASE_URL",
+                                 f"{redact(location)} must look like sqlite:///path/to/file")
         return Path(location[len(SQLITE):])
 
     def database(self) -> DatabaseURL:
@@ -188,16 +243,14 @@ class Settings:
         db = self.database()
         return f"kmdb:{db.host}:{db.port}:{db.database}"
 
-    def secrets(self) -> list[str]:
-        """Strings that must never appear in output (for the final scrubbing of messages)."""
-        found = [self.aws_secret_access_key, self.aws_access_key_id]
-        for url in (self.database_url, self.redis_url):
-            if url:
-                try:
-                    found.append(unquote(urlsplit(url).password or ""))
-                except ValueError:
-                    pass
-        return [s for s in found if s]
+    def secrets(self) -> set[str]:
+        """Strings that must never appear in output (for the final scrubbing of messages):
+        the AWS keys and the password of every URL, in each of their forms."""
+        found = {self.aws_secret_access_key, self.aws_access_key_id}
+        for url in (self.database_url, self.redis_url, self.s3_endpoint_url,
+                    self.source or os.environ.get("AWS_BUCKET")):
+            found.add(url_password(url) if url else None)
+        return {form for secret in found if secret for form in secret_forms(secret)}
 
 
 def load_dotenv(path: Path = Path(".env")) -> None:

@@ -8,6 +8,7 @@ This is the only module that talks to Redis.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
@@ -69,25 +70,37 @@ class RedisCursor:
         return f"{self._prefix}:{name}"
 
     async def _call(self, op: Callable[[asyncio_redis.Connection], Awaitable[T]]) -> T:
+        """``op`` on the connection (opened if need be), each try within the network timeout."""
         s = self._settings
+        where = f"Redis at {self._url.host}:{self._url.port}"
         async for attempt in retrying(s.retry_attempts, s.retry_max_wait):
             with attempt:
+                timer = asyncio.timeout(s.network_timeout)
                 try:
-                    if self._conn is None:
-                        self._conn = await asyncio_redis.Connection.create(
-                            host=self._url.host,
-                            port=self._url.port,
-                            password=self._url.password,
-                            db=self._url.db,
-                        )
-                    return await op(self._conn)
+                    async with timer:
+                        if self._conn is None:
+                            # No auto_reconnect: it retries a refused connection forever, unseen;
+                            # our retry policy decides instead.
+                            self._conn = await asyncio_redis.Connection.create(
+                                host=self._url.host,
+                                port=self._url.port,
+                                password=self._url.password,
+                                db=self._url.db,
+                                auto_reconnect=False,
+                            )
+                        return await op(self._conn)
+                except TimeoutError as e:
+                    self._drop()
+                    if not timer.expired():
+                        raise TransientError(f"{where}: {e or type(e).__name__}") from None
+                    raise TransientError(
+                        f"{where}: timed out (no answer in {s.network_timeout:g} s)") from None
                 except (OSError, ConnectionError, asyncio_redis.NotConnectedError) as e:
                     self._drop()
-                    where = f"Redis at {self._url.host}:{self._url.port}"
                     raise TransientError(f"{where}: {e or type(e).__name__}") from None
                 except asyncio_redis.Error as e:
                     self._drop()
-                    raise TerminalError(f"Redis at {self._url.host}:{self._url.port}: {e}") from None
+                    raise TerminalError(f"{where}: {e}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _drop(self) -> None:

@@ -14,12 +14,14 @@ next import would then skip data.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .records import LineDecoder
 from .resolver import REVISION_SHIFT, row_id
-from .settings import Settings
-from .sources import Revision, source_for
+from .settings import Settings, redact
+from .sources import Revision, Source, source_for
 from .state import open_cursor
 from .store import open_store
 from .store.schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, RUNS, USERS
@@ -32,6 +34,7 @@ UP_TO_DATE, PENDING, INCONSISTENT = "up to date", "pending", "inconsistent"
 EXIT_CODES = {UP_TO_DATE: EXIT_UP_TO_DATE, PENDING: EXIT_PENDING, INCONSISTENT: EXIT_INCONSISTENT}
 
 MAIN_TABLES = (EVENTS, PROPERTIES, USERS, ALIASES, KEYS)
+HELD_BACK_MAX = 1 << 20  # bytes: a longer unread tail is not read to see if it is held back
 IMPORTED_ROWS = (EVENTS, PROPERTIES, USERS, ALIASES)  # rows that exist only once data was imported
 
 
@@ -50,6 +53,8 @@ class Facts:
     tables: Mapping[str, int] | None = None  # row counts; None when the schema is missing
     time_range: tuple[str, str] | None = None  # earliest and latest events.t (UTC)
     last_run: tuple[str, str, str, Mapping[str, Any]] | None = None  # kmdb_runs' last row
+    held_back: Mapping[str, int] | None = None  # the latest revision's unfinished last line:
+    # revision, offset, bytes (what an import holds back; see held_back())
 
 
 def ranges(numbers: Iterable[int]) -> str:
@@ -69,9 +74,12 @@ def assess(facts: Facts) -> dict[str, Any]:
     wanted = [r for r in facts.revisions if r.number >= facts.min_revision]
     pos = facts.positions
     imported = [r.number for r in wanted if pos.get(r.number, 0) == r.size]
+    held = facts.held_back
+    unread = [r for r in wanted if held is None or r.number != held["revision"]]  # an import
+    # would read them; a held-back line waits for its revision to grow, or for a later one
     in_progress = [{"revision": r.number, "offset": pos[r.number], "size": r.size}
-                   for r in wanted if 0 < pos.get(r.number, 0) < r.size]
-    pending = [r.number for r in wanted if r.size > 0 and pos.get(r.number, 0) == 0]
+                   for r in unread if 0 < pos.get(r.number, 0) < r.size]
+    pending = [r.number for r in unread if r.size > 0 and pos.get(r.number, 0) == 0]
     problems = [
         f"revision {n}: the cursor is at byte {pos[n]:,} but revisions/{n}.json has "
         f"{listed[n]:,} bytes (the object shrank, or the cursor belongs to another export)"
@@ -102,7 +110,8 @@ def assess(facts: Facts) -> dict[str, Any]:
             "imported": len(imported),
             "in_progress": in_progress,
             "pending": pending,
-            "pending_bytes": sum(max(r.size - pos.get(r.number, 0), 0) for r in wanted),
+            "pending_bytes": sum(max(r.size - pos.get(r.number, 0), 0) for r in unread),
+            "held_back": dict(held) if held is not None else None,
         },
         "last_run": _last_run(facts.last_run),
         "tables": dict(facts.tables) if facts.tables is not None else None,
@@ -137,6 +146,12 @@ def render(report: Mapping[str, Any]) -> str:
         lines.append(f"pending: {len(revs['pending'])} revisions ({ranges(revs['pending'])})")
     if revs["pending_bytes"]:
         lines.append(f"to read: {revs['pending_bytes']:,} bytes")
+    held = revs["held_back"]
+    if held is not None:
+        lines.append(f"held back: revision {held['revision']} ends in an unfinished line "
+                     f"({held['bytes']:,} bytes from byte {held['offset']:,}, no newline, not "
+                     "JSON yet): it is imported once complete, or rejected once a later "
+                     "revision exists")
     lines.append("last run: none" if run is None else
                  f"last run: {run['started_at']} to {run['finished_at']} UTC, {run['status']}, "
                  f"{run['lines']} lines, {run['rejects']} rejects, {run['duration']} s")
@@ -171,10 +186,10 @@ async def gather(settings: Settings) -> Facts:
             positions = await cursor.load() if not uses_db or REVISIONS in names else {}
         finally:
             await cursor.close()
-        revisions = await _listing(settings)
-        facts = Facts(database=settings.database_label(), source=location,
+        revisions, held = await _listing(settings, positions)
+        facts = Facts(database=settings.database_label(), source=redact(location),
                       cursor_kind="database" if uses_db else "redis", revisions=revisions,
-                      min_revision=settings.min_revision, positions=positions)
+                      min_revision=settings.min_revision, positions=positions, held_back=held)
         if not schema:
             return facts
         rows_past = {}
@@ -194,12 +209,35 @@ async def gather(settings: Settings) -> Facts:
         await store.close()
 
 
-async def _listing(settings: Settings) -> list[Revision]:
+async def _listing(settings: Settings, positions: Mapping[int, int],
+                   ) -> tuple[list[Revision], dict[str, int] | None]:
+    """The source's revisions, and the latest one's held-back last line (or None)."""
     source = source_for(settings)
     try:
-        return await source.revisions()
+        revisions = await source.revisions()
+        latest = revisions[-1] if revisions else None
+        if latest is None or latest.number < settings.min_revision:
+            return revisions, None
+        return revisions, await held_back(source, latest, positions.get(latest.number, 0))
     finally:
         await source.aclose()
+
+
+async def held_back(source: Source, latest: Revision, start: int) -> dict[str, int] | None:
+    """Whether the latest revision's unread bytes from ``start`` are nothing but an
+    unfinished last line, which an import holds back (records.LineDecoder.flush): its
+    revision, offset and size in bytes, or None. Read only when at most HELD_BACK_MAX bytes."""
+    if not 0 < latest.size - start <= HELD_BACK_MAX:
+        return None
+    decoder = LineDecoder(start)
+    items = []
+    async with aclosing(source.stream(latest, start)) as chunks:  # type: ignore[type-var]
+        async for chunk in chunks:
+            items += decoder.feed(chunk)
+    items += decoder.flush(final=False)
+    if items or decoder.offset != start or not decoder.held:
+        return None  # an import would read something: pending
+    return {"revision": latest.number, "offset": start, "bytes": decoder.held}
 
 
 async def read_status(settings: Settings) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from datetime import date
 import typer
 
 from .errors import TerminalError
-from .settings import InvalidSetting, Settings
+from .settings import InvalidSetting, Settings, scrub
 from .sources import check_location
 
 
@@ -41,11 +41,12 @@ OPTIONS = {  # variable -> the option (or argument) that sets it too, for messag
 }
 
 
-def bad_usage(e: InvalidSetting) -> typer.BadParameter:
-    """``e`` as bad usage (exit 2), naming both ways of giving the value."""
+def bad_usage(e: InvalidSetting, settings: Settings) -> typer.BadParameter:
+    """``e`` as bad usage (exit 2), naming both ways of giving the value, with every form of
+    a secret of ``settings`` scrubbed (the URLs in it are redacted already)."""
     option = OPTIONS.get(e.setting)
     hint = f"'{option}' (env var: '{e.setting}')" if option else f"'{e.setting}'"
-    return typer.BadParameter(e.problem, param_hint=hint)
+    return typer.BadParameter(scrub(e.problem, settings.secrets()), param_hint=hint)
 
 
 def checked(settings: Settings, source: bool = False) -> Settings:
@@ -56,7 +57,7 @@ def checked(settings: Settings, source: bool = False) -> Settings:
         if source:
             check_location(settings.source_location())
     except InvalidSetting as e:
-        raise bad_usage(e) from None
+        raise bad_usage(e, settings) from None
     except TerminalError as e:  # no source at all
         raise typer.BadParameter(str(e), param_hint=f"'{OPTIONS['KMDB_SOURCE']}'") from None
     return settings

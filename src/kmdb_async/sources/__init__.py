@@ -16,7 +16,7 @@ from typing import Protocol
 import msgspec
 
 from kmdb_async.errors import TerminalError
-from kmdb_async.settings import InvalidSetting, Settings
+from kmdb_async.settings import InvalidSetting, Settings, redact
 
 #: Chunk size of streamed bytes (bytes): large enough to amortise per-chunk work, small
 #: enough that many revisions can be in flight at once.
@@ -87,13 +87,18 @@ def open_source(
     min_revision: int,
     lookahead: int,
     region: str = "us-east-1",
+    attempts: int = 6,
+    max_wait: float = 10.0,
+    timeout: float = 30.0,
 ) -> Source:
     """The source at ``location``: ``s3://bucket[/prefix]`` or a local directory.
 
     ``min_revision`` and ``lookahead`` (counts of revision numbers) drive probing when an S3
     bucket cannot be listed. Credentials left None fall back to botocore's usual chain
     (environment, profile, instance role). Raises TerminalError for a location that cannot
-    be a root of revisions; no network I/O happens until the source is used.
+    be a root of revisions; no network I/O happens until the source is used. An S3 request
+    is tried ``attempts`` times (at most ``max_wait`` seconds apart) and each try fails after
+    ``timeout`` seconds without an answer (connecting, or between two chunks of a response).
     """
     check_location(location)
     # Imported here so a local import never loads aiobotocore (slow, and not needed).
@@ -110,12 +115,16 @@ def open_source(
             region=region,
             min_revision=min_revision,
             lookahead=lookahead,
+            attempts=attempts,
+            max_wait=max_wait,
+            connect_timeout=timeout,
+            read_timeout=timeout,
         )
     from kmdb_async.sources.local import LocalSource
 
     if not os.path.isdir(location):
         what = "is not a directory" if os.path.exists(location) else "does not exist"
-        raise TerminalError(f"source directory {location!r} {what}")
+        raise TerminalError(f"source directory {redact(location)!r} {what}")
     return LocalSource(location)
 
 
@@ -127,7 +136,8 @@ def check_location(location: str) -> None:
         parse_s3_url(location)
     elif re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", location):
         raise InvalidSetting(
-            "KMDB_SOURCE", f"{location!r} is not supported: use s3://bucket[/prefix] or a directory"
+            "KMDB_SOURCE",
+            f"{redact(location)!r} is not supported: use s3://bucket[/prefix] or a directory",
         )
 
 
@@ -161,4 +171,7 @@ def source_for(settings: Settings) -> Source:
         min_revision=settings.min_revision,
         lookahead=settings.revision_lookahead,
         region=settings.aws_region,
+        attempts=settings.retry_attempts,
+        max_wait=settings.retry_max_wait,
+        timeout=settings.network_timeout,
     )

@@ -21,18 +21,20 @@ from aiobotocore.session import get_session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     CredentialRetrievalError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
+    ReadTimeoutError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import RetryCallState
 
 from kmdb_async.errors import KmdbError, TerminalError, TransientError, retrying
-from kmdb_async.settings import InvalidSetting
+from kmdb_async.settings import InvalidSetting, redact, scrub, secret_forms, url_password
 from kmdb_async.sources import (
     DEFAULT_CHUNK_SIZE,
     REVISIONS_DIR,
@@ -55,6 +57,8 @@ WIRE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 _READ_ERRORS: tuple[type[BaseException], ...] = (*WIRE_ERRORS, TransientError)
+#: What a request that got no answer in time raises (aiohttp's ServerTimeoutError included).
+_TIMEOUTS = (TimeoutError, ConnectTimeoutError, ReadTimeoutError)
 
 _TRANSIENT_CODES = frozenset(
     {
@@ -87,8 +91,10 @@ def parse_s3_url(location: str) -> tuple[str, str]:
     """Bucket and key prefix of ``s3://bucket[/prefix]``; the prefix is "" or ends with "/"."""
     bucket, _, prefix = location.removeprefix("s3://").partition("/")
     if not _BUCKET_NAME.fullmatch(bucket):
-        raise InvalidSetting("KMDB_SOURCE",
-                             f"{location!r} does not name an S3 bucket: use s3://bucket[/prefix]")
+        raise InvalidSetting(
+            "KMDB_SOURCE",
+            f"{redact(location)!r} does not name an S3 bucket: use s3://bucket[/prefix]",
+        )
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return bucket, prefix
@@ -155,6 +161,13 @@ class S3Source:
         self._endpoint_url = endpoint_url
         self._access_key = access_key
         self._secret_key = secret_key
+        # What messages must never show: the keys, and a password in the endpoint URL.
+        self._secrets = {
+            form
+            for secret in (secret_key, access_key, endpoint_url and url_password(endpoint_url))
+            if secret
+            for form in secret_forms(secret)
+        }
         self._region = region
         self._min_revision = min_revision
         self._lookahead = lookahead
@@ -162,6 +175,7 @@ class S3Source:
         self._attempts = attempts
         self._max_wait = max_wait
         self._probe_concurrency = probe_concurrency
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._config = AioConfig(
             retries={"total_max_attempts": 1, "mode": "standard"},  # _call retries instead
             # A checksum verdict arrives after the bytes were handed on, too late to act on.
@@ -321,6 +335,7 @@ class S3Source:
         chunk = bytearray()
         try:
             while len(chunk) < self._chunk_size:
+                # Bounded by read_timeout (aiohttp's sock_read): a body that stops sending fails.
                 part: bytes = await reader.body.read(self._chunk_size - len(chunk))
                 if not part:
                     if reader.pos + len(chunk) < reader.end:
@@ -401,6 +416,9 @@ class S3Source:
             error: KmdbError = (TransientError if transient else TerminalError)(
                 f"{what}: {reason}"
             )
+        elif isinstance(exc, _TIMEOUTS):
+            limit = self._connect_timeout if isinstance(exc, ConnectTimeoutError) else self._read_timeout
+            error = TransientError(f"{what}: timed out (no answer in {limit:g} s)")
         elif isinstance(
             exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError
         ):
@@ -422,10 +440,7 @@ class S3Source:
         return type(error)(self._scrub(str(error)))
 
     def _scrub(self, text: str) -> str:
-        for secret in (self._secret_key, self._access_key):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     async def _s3(self) -> Any:
         """The S3 client, created on first use and closed by aclose()."""
@@ -460,7 +475,7 @@ class S3Source:
         return self._url_of(self.prefix + path)
 
     def _url_of(self, key: str) -> str:
-        where = f" at {self._endpoint_url}" if self._endpoint_url else ""
+        where = f" at {redact(self._endpoint_url)}" if self._endpoint_url else ""
         return f"s3://{self.bucket}/{key}{where}"
 
     async def aclose(self) -> None:

@@ -8,9 +8,10 @@ dialect-specific writes. The pipeline only ever sees these methods.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..records import MAX_NAME, Record
 from ..resolver import Filters, ResolvedBatch
 from ..settings import Settings
 from . import schema
@@ -19,6 +20,9 @@ from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, RUNS, USERS
 if TYPE_CHECKING:
     from .loaddata import BulkLoad
 
+#: The commands that change a database's tables, one at a time: each holds the database's
+#: lock while it runs, and one that finds it held refuses, naming the holder.
+LOCK_HOLDERS = ("import", "flush", "partition", "filter change")
 FILTER_CHUNK = 500  # names per IN (...) lookup
 PAGE = 50_000  # rows per read of a table too large to hold
 # The alias cache's lookup: every stored pair with one of ``names`` (an SQL list) on either side.
@@ -89,6 +93,21 @@ class SQLStore:
         self._settings = settings
         self._users = IdCache(settings.user_cache_size)
         self._keys = IdCache(1 << 40)  # event names and property keys: a few thousand at most
+        # Bytes of one SQL statement at most (MariaDB/MySQL's max_allowed_packet), or None
+        # where statements of any size are taken.
+        self.statement_bytes: int | None = None
+
+    def per_statement(self, most: int, item_bytes: int) -> int:
+        """Items of up to ``item_bytes`` bytes of SQL each that one statement may carry:
+        ``most``, fewer when ``statement_bytes`` is smaller (1 KiB is kept for the rest)."""
+        if self.statement_bytes is None:
+            return most
+        return max(1, min(most, (self.statement_bytes - 1024) // item_bytes))
+
+    def oversized(self) -> Callable[[Record], str | None] | None:
+        """A check of a decoded line against what the database can store in one statement:
+        it returns why not (the line is rejected) or None; None itself when any line fits."""
+        return None
 
     # -- what each database implements ---------------------------------------------------
 
@@ -112,8 +131,9 @@ class SQLStore:
         """Create every missing table (idempotent)."""
         raise NotImplementedError
 
-    async def acquire_import_lock(self) -> None:
-        """Hold this database's import lock until close, or refuse naming the holder."""
+    async def acquire_import_lock(self, holder: str = "import") -> None:
+        """Hold this database's lock until close for ``holder`` (one of LOCK_HOLDERS), or
+        refuse (TerminalError) naming the command that holds it."""
         raise NotImplementedError
 
     async def keep_import_lock(self) -> None:
@@ -163,8 +183,9 @@ class SQLStore:
 
     async def _present(self, table: str, names: list[str]) -> set[str]:
         found: set[str] = set()
-        for start in range(0, len(names), FILTER_CHUNK):
-            chunk = names[start:start + FILTER_CHUNK]
+        size = self.per_statement(FILTER_CHUNK, 4 * MAX_NAME + 8)  # a quoted name, 4 bytes a character
+        for start in range(0, len(names), size):
+            chunk = names[start:start + size]
             found.update(name for (name,) in await self.execute(
                 f"SELECT `name` FROM `{table}` WHERE `name` IN ({','.join(['%s'] * len(chunk))})",
                 chunk))

@@ -33,6 +33,12 @@ aiomysql's own LOAD DATA LOCAL reads a named file and sends 16 MiB-1 packets wit
 control (and a final packet of exactly that size is taken as "more follows"); the exchange
 here is written against its packet layer: the query, the server's LOCAL INFILE request, data
 packets of at most ``PACKET`` bytes with ``drain`` between batches, an empty packet, the OK.
+
+Each data packet must be smaller than the server's max_allowed_packet (MariaDB 10.11 drops
+the connection on one of exactly that size), so packets are cut below it. A row, though, may
+span packets: a row of 600,000 bytes loaded through packets of 64 KiB on a server with a
+max_allowed_packet of 128 KiB (measured). Lines whose rows an INSERT could not carry are
+rejected before either path (MySQLStore.oversized), so both store the same rows.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from pymysql.protocol import OKPacketWrapper
 
 from ..errors import TerminalError
 from ..resolver import EventRow, Repoint, ResolvedBatch
+from .connections import WatchedConnection
 from .schema import EVENTS, PROPERTIES, USERS
 
 PACKET = 1 << 20  # bytes per data packet (the protocol's limit is 16 MiB - 1)
@@ -123,8 +130,10 @@ def _property_text(rb: ResolvedBatch, field: Callable[[str | None], str]) -> str
 class TableStream:
     """One LOAD DATA LOCAL statement into ``table``, open until ``finish``."""
 
-    def __init__(self, conn: aiomysql.Connection, table: str, columns: str) -> None:
+    def __init__(self, conn: WatchedConnection, table: str, columns: str,
+                 packet: int = PACKET) -> None:
         self.conn, self.table, self.columns = conn, table, columns
+        self._packet = packet  # bytes of a data packet at most
         self._lock = asyncio.Lock()  # writers' packets and drains never interleave
         self._buffer = bytearray()  # whole rows not yet sent: packets of ~PACKET bytes
 
@@ -145,20 +154,22 @@ class TableStream:
     async def send(self, data: bytes) -> None:
         """Add ``data`` (whole rows) to the statement; waits while the server is behind."""
         self._buffer += data
-        if len(self._buffer) >= PACKET:
+        if len(self._buffer) >= self._packet:
             async with self._lock:
                 await self._flush()
 
     async def _flush(self) -> None:
-        """Send the buffered rows (in packets of at most PACKET bytes), then drain."""
-        data, self._buffer = bytes(self._buffer), bytearray()
+        """Send the buffered rows (in packets of at most ``packet`` bytes), then drain."""
+        data, self._buffer, size = bytes(self._buffer), bytearray(), self._packet
         writer = self.conn._writer  # noqa: SLF001
         try:
             if writer is None or writer.transport.is_closing():
                 raise RuntimeError("connection closed")
-            for start in range(0, len(data), PACKET):
-                self.conn.write_packet(data[start:start + PACKET])
-            await writer.drain()
+            for start in range(0, len(data), size):
+                self.conn.write_packet(data[start:start + size])
+            # Watched (connections.py): a server that stops reading fails the load, a busy one
+            # is waited for.
+            await self.conn.watched(writer.drain)
         except RuntimeError:  # uvloop's answer to a write on a closed transport
             raise OperationalError(2013, f"Lost connection while loading `{self.table}`") from None
 
@@ -181,15 +192,18 @@ class BulkLoad:
     With ``users`` the users table is loaded too (it was empty): ``add_users`` streams new
     users with the ids the store gave them, until ``end_users`` (the store's id cache could no
     longer tell a new name from one already streamed) or ``finish``. ``forget`` runs when the
-    users stream is rolled back: the ids handed out for it are void.
+    users stream is rolled back: the ids handed out for it are void. ``max_packet`` is the
+    server's max_allowed_packet (bytes): data packets stay below it.
     """
 
     def __init__(self, connect: Callable[[], Any],
                  upsert_aliases: Callable[[Any, list[tuple[str, str, str]]], Any],
                  repoint_statements: Callable[[str, list[Repoint]], Iterable[str]],
                  driver_errors: Callable[[], AbstractContextManager[None]],
-                 users: bool = False, forget: Callable[[], None] = lambda: None) -> None:
+                 users: bool = False, forget: Callable[[], None] = lambda: None,
+                 max_packet: int = 16 << 20) -> None:
         self._connect = connect
+        self._packet = min(PACKET, max_packet - 1)
         self._driver_errors = driver_errors  # the store's translation into our errors
         self._upsert_aliases = upsert_aliases
         self._repoint_statements = repoint_statements
@@ -208,15 +222,16 @@ class BulkLoad:
 
     async def _start(self) -> None:
         self._conns = conns = [await self._connect() for _ in range(3 + self._with_users)]
-        self.events = TableStream(conns[0], EVENTS, "`id`, `t`, `n`, `user_id`, `origin_user_id`")
+        self.events = TableStream(conns[0], EVENTS, "`id`, `t`, `n`, `user_id`, `origin_user_id`",
+                                  self._packet)
         self.properties = TableStream(conns[1], PROPERTIES, "`id`, `t`, `user_id`, "
-                                      "`origin_user_id`, `event_id`, `key`, `value`")
+                                      "`origin_user_id`, `event_id`, `key`, `value`", self._packet)
         self._links = conns[2]
         await self.events.start()
         await self.properties.start()
         await self._links.begin()
         if self._with_users:
-            self.users = TableStream(conns[3], USERS, "`id`, `name`")
+            self.users = TableStream(conns[3], USERS, "`id`, `name`", self._packet)
             await self.users.start()
 
     async def add_users(self, ids: dict[str, int]) -> None:

@@ -219,7 +219,7 @@ async def partition_tables(settings: Settings, say: Callable[[str], None],
                             "mysql:// database (the embedded database cannot be partitioned)")
     await store.open()
     try:
-        await store.acquire_import_lock()  # no import writes while tables are rebuilt
+        await store.acquire_import_lock("partition")  # no import writes while tables are rebuilt
         await store.ensure_schema()
         plans = [plan_table(table, read_layout(table, await store.partition_rows(table)),
                             min_date, max_date, settings.days_per_partition)

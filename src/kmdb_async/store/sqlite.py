@@ -69,8 +69,9 @@ async def _in_thread(call: Callable[[], T]) -> T:
         raise
 
 
-def hold_lock(path: Path) -> IO[str]:
-    """Lock ``path`` for this process (it records our pid) or refuse, naming the holder.
+def hold_lock(path: Path, holder: str = "import") -> IO[str]:
+    """Lock ``path`` for this process (it records our pid and ``holder``, the command) or
+    refuse, naming the command and process that hold it.
 
     The holder removes the file before it lets go (``release_lock``), so a process that
     opened the file just before may then lock a file no longer there: it checks that
@@ -82,17 +83,17 @@ def hold_lock(path: Path) -> IO[str]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            pid, _, running = handle.read().strip().partition(" ")
             handle.close()
             raise TerminalError(
-                f"another kmdb-async import is running on {path.with_suffix('')} (process "
-                f"{holder}); wait for it to finish") from None
+                f"another kmdb-async {running or 'import'} is running on {path.with_suffix('')} "
+                f"(process {pid or 'unknown'}); wait for it to finish") from None
         if _same_file(path, handle):
             break
         handle.close()  # it was removed by the holder we waited for: lock the new one
     handle.seek(0)
     handle.truncate()
-    handle.write(str(os.getpid()))
+    handle.write(f"{os.getpid()} {holder}")
     handle.flush()
     return handle
 
@@ -200,9 +201,9 @@ class SQLiteStore(SQLStore):
 
         await self._run(create)
 
-    async def acquire_import_lock(self) -> None:
+    async def acquire_import_lock(self, holder: str = "import") -> None:
         """An exclusive lock on ``<file>.lock``; the kernel drops it when the process dies."""
-        self._lock_file = hold_lock(self._lock_path())
+        self._lock_file = hold_lock(self._lock_path(), holder)
 
     def _lock_path(self) -> Path:
         return Path(f"{self.path}.lock")
