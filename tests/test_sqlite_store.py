@@ -47,17 +47,18 @@ async def test_a_cancelled_call_finishes_in_its_thread_before_the_store_moves_on
 def test_the_lock_file_goes_with_the_import_and_two_holders_never_coexist(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The holder removes ``FILE.lock`` as it lets go. A process that opened the file just
-    before then locks a removed file: it must notice and lock the file the path names."""
+    before then locks a removed file: it must notice and lock the file the path names. The
+    file records the holder's pid and command, which a refusal names."""
     path = tmp_path / "k.sqlite3.lock"
-    held = hold_lock(path)
-    assert path.read_text() == str(os.getpid())
-    running = rf"another kmdb-async import is running .* \(process {os.getpid()}\)"
+    held = hold_lock(path, "flush")
+    assert path.read_text() == f"{os.getpid()} flush"
+    running = rf"another kmdb-async flush is running .* \(process {os.getpid()}\)"
     with pytest.raises(TerminalError, match=running):
         hold_lock(path)
     release_lock(path, held)
     assert not path.exists()
 
-    path.write_text("12345")  # a lock file some holder is about to remove
+    path.write_text("12345 import")  # a lock file some holder is about to remove
     flock = fcntl.flock
     removed: list[Path] = []
 
