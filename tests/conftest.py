@@ -1,9 +1,15 @@
 """Real services for the tests: a database per test, a Redis key prefix per test, moto's S3.
 
 KMDB_TEST_MYSQL (default ``mysql://root@127.0.0.1:3306``) and KMDB_TEST_REDIS (default
-``redis://127.0.0.1:6379/0``) name the servers; when one does not answer, a private throwaway
-instance is started for the session. Each test gets its own database and prefix and removes
-them afterwards.
+``redis://127.0.0.1:6379/15``: a database of the suite's own) name the servers; when one does
+not answer, a private throwaway instance is started for the session. Each test gets its own
+database (``kmdb_test_*``) and Redis key prefix (``kmdb-test:*``) and removes them afterwards.
+
+What the suite may do to the shared servers is only that: anything server-wide (a global
+variable, a user, FLUSHALL, a restart) happens on a private server (``private_mysql``,
+``tests/faultproxy.RedisServer``), and ``_servers_left_as_found`` checks at the end of the
+session that no global variable of the shared MariaDB changed and that no Redis key outside
+the suite's prefix was created, changed or removed.
 """
 
 from __future__ import annotations
@@ -26,11 +32,16 @@ from kmdb_async.settings import DatabaseURL, RedisURL, Settings
 from kmdb_async.state import RedisCursor
 
 from . import services
+from .services import RedisProbe
 
 pytest_plugins = ["tests.s3_server"]
 
 MYSQL = os.environ.get("KMDB_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
-REDIS = os.environ.get("KMDB_TEST_REDIS", "redis://127.0.0.1:6379/0")
+REDIS = os.environ.get("KMDB_TEST_REDIS", "redis://127.0.0.1:6379/15")
+PREFIX = "kmdb-test:"  # every Redis key the suite writes on the shared Redis starts so
+# Global variables that a server changes by itself (replication positions): not ours.
+CHANGING_BY_THEMSELVES = frozenset({"gtid_binlog_pos", "gtid_binlog_state", "gtid_current_pos",
+                                    "gtid_slave_pos"})
 # No server answering: start private throwaway ones for this session (see tests/services.py).
 if not services.answers(MYSQL):
     MYSQL = os.environ["KMDB_TEST_MYSQL"] = services.start_mariadb()
@@ -129,6 +140,36 @@ class EmbeddedDatabase(Database):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def global_variables(server: str) -> dict[str, str]:
+    """``SHOW GLOBAL VARIABLES`` of ``server``, but those it changes by itself."""
+    return {name: value for name, value in admin_query("SHOW GLOBAL VARIABLES", server=server)
+            if name not in CHANGING_BY_THEMSELVES}
+
+
+def foreign_keys(url: str) -> dict[bytes, Any]:
+    """The keys of the Redis database ``url`` outside the suite's prefix, with their values
+    (serialized by DUMP)."""
+    probe = RedisProbe(url)
+    try:
+        return {key: probe.call("DUMP", key) for key in probe.keys()
+                if not key.startswith(PREFIX.encode())}
+    finally:
+        probe.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers_left_as_found() -> Iterator[None]:
+    """The shared MariaDB and Redis end the session as they began: no global variable
+    changed, no Redis key outside the suite's prefix created, changed or removed."""
+    variables, keys = global_variables(MYSQL), foreign_keys(REDIS)
+    yield
+    after = global_variables(MYSQL)
+    changed = {name: (variables.get(name), after.get(name))
+               for name in variables.keys() | after.keys() if variables.get(name) != after.get(name)}
+    assert not changed, f"the tests changed global variables of {MYSQL}: {changed}"
+    assert foreign_keys(REDIS) == keys, f"the tests touched Redis keys outside {PREFIX}* at {REDIS}"
+
+
 @pytest.fixture(scope="session")
 def private_mysql() -> Iterator[str]:
     """Base URL of a MariaDB of the test session's own (started on first use): the one place
@@ -162,9 +203,16 @@ def database(make_database: Any) -> Database:
 
 
 @pytest.fixture
+def private_database(make_database: Any, private_mysql: str) -> Database:
+    """A MariaDB database of the test's own on the session's private server: for a test that
+    changes the server itself (creates a user, sets a global variable)."""
+    return make_database(server=private_mysql)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
 def redis_prefix() -> Iterator[str]:
     """A Redis key prefix of this test's own; its keys are deleted afterwards."""
-    prefix = f"kmdb-test:{uuid.uuid4().hex[:12]}"
+    prefix = f"{PREFIX}{uuid.uuid4().hex[:12]}"
     yield prefix
     settings = Settings(redis_url=REDIS, redis_prefix=prefix)
     cursor = RedisCursor(RedisURL.parse(REDIS), prefix, settings)

@@ -131,3 +131,59 @@ def start_redis() -> str:
     url = f"redis://127.0.0.1:{port}/0"
     _wait(url, process, "Redis")
     return url
+
+
+class RedisProbe:
+    """A minimal synchronous Redis client (RESP over a socket) for the suite's own checks:
+    what keys a database holds and their serialized values, without a client library."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379),
+                                              timeout=30)
+        self._reader = self._sock.makefile("rb")
+        if parts.password:
+            self.call("AUTH", parts.password)
+        self.call("SELECT", (parts.path.lstrip("/") or "0"))
+
+    def call(self, *args: str | bytes) -> object:
+        """One command; its reply (bytes, int, list or None); an error reply raises."""
+        out = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = arg.encode() if isinstance(arg, str) else arg
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self._sock.sendall(b"".join(out))
+        return self._reply()
+
+    def _reply(self) -> object:
+        line = self._reader.readline().rstrip(b"\r\n")
+        kind, rest = line[:1], line[1:]
+        if kind == b"-":
+            raise RuntimeError(rest.decode(errors="replace"))
+        if kind == b"+":
+            return rest
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            return None if size < 0 else self._reader.read(size + 2)[:-2]
+        if kind == b"*":
+            size = int(rest)
+            return None if size < 0 else [self._reply() for _ in range(size)]
+        raise RuntimeError(f"unexpected Redis reply {line!r}")
+
+    def keys(self) -> list[bytes]:
+        """Every key of the selected database (SCAN: never blocks the server)."""
+        found: list[bytes] = []
+        cursor = b"0"
+        while True:
+            reply = self.call("SCAN", cursor, "COUNT", "1000")
+            assert isinstance(reply, list)
+            cursor, batch = reply
+            found += batch
+            if cursor == b"0":
+                return found
+
+    def close(self) -> None:
+        self._reader.close()
+        self._sock.close()

@@ -81,15 +81,13 @@ def test_errors_are_one_line_without_secrets(database: Database, tmp_path: Path)
     bad_password = database.url.replace("root@", f"root:{SECRET_PASSWORD}@")
     cases = [
         cli("import", source, DATABASE_URL=bad_password),
-        cli("import", source, DATABASE_URL=f"postgres://u:{SECRET_PASSWORD}@h/db"),
         cli("import", source, "--retry-attempts", "2",
             DATABASE_URL=f"mysql://root:{SECRET_PASSWORD}@127.0.0.1:1/db"),
         cli("import", str(tmp_path / "missing"), DATABASE_URL=database.url),
         cli("import", "s3://no-such-bucket-kmdb", "--retry-attempts", "1",
             "--s3-endpoint-url", "http://127.0.0.1:1", DATABASE_URL=database.url,
             AWS_ACCESS_KEY_ID=SECRET_KEY, AWS_SECRET_ACCESS_KEY=SECRET_PASSWORD),
-        cli("import", DATABASE_URL=database.url),  # no source at all
-    ]
+    ]  # (values wrong in themselves are bad usage, exit 2: tests/test_usage.py)
     for done in cases:
         output = done.stdout + done.stderr
         assert done.returncode == 1, output
@@ -97,10 +95,8 @@ def test_errors_are_one_line_without_secrets(database: Database, tmp_path: Path)
         assert SECRET_PASSWORD not in output and SECRET_KEY not in output
         assert [line for line in done.stderr.splitlines() if line.startswith("kmdb-async: error:")]
     assert "access denied" in cases[0].stderr
-    assert "mysql://" in cases[1].stderr and "***" in cases[1].stderr
-    assert "127.0.0.1:1" in cases[2].stderr
-    assert "missing" in cases[3].stderr
-    assert "no source" in cases[5].stderr
+    assert "127.0.0.1:1" in cases[1].stderr
+    assert "missing" in cases[2].stderr
 
 
 def test_a_second_import_on_the_same_database_refuses(database: Database, tmp_path: Path) -> None:
@@ -133,6 +129,7 @@ def test_without_database_url_commands_use_the_embedded_default(tmp_path: Path) 
         assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (18,)  # no filters here
     again = cli("import", source, cwd=tmp_path)
     assert "imported 0 revisions: 0 lines" in again.stdout
+    assert not (tmp_path / "kmdb.sqlite3.lock").exists()  # removed as the import let go
 
     flushed = cli("flush", "--yes", cwd=tmp_path)
     assert flushed.returncode == 0 and "sqlite:///kmdb.sqlite3" in flushed.stdout

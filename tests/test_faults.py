@@ -352,12 +352,14 @@ def test_hostile_identities_keys_and_values_come_back_exactly(
 
 
 @pytest.fixture
-def password_url(database: Database) -> Any:
-    """The test database's URL for a MariaDB user with SECRET_PASSWORD (dropped afterwards)."""
+def password_url(private_database: Database) -> Any:
+    """The test database's URL for a MariaDB user with SECRET_PASSWORD (dropped afterwards),
+    on the session's private server: creating a user changes the server, not a database."""
     from .test_cli import SECRET_PASSWORD
 
+    database = private_database
     user = f"kmdb_{database.name[-12:]}"
-    admin = connect(f"{MYSQL}/mysql")
+    admin = connect(f"{database.server}/mysql")
     with admin.cursor() as cur:
         cur.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (SECRET_PASSWORD,))
         cur.execute(f"GRANT ALL PRIVILEGES ON `{database.name}`.* TO '{user}'@'%'")
@@ -370,13 +372,15 @@ def password_url(database: Database) -> Any:
 
 
 def test_no_output_or_log_at_any_verbosity_shows_a_secret(
-        database: Database, password_url: str, tmp_path: Path, s3_bucket: S3Bucket,
+        private_database: Database, password_url: str, tmp_path: Path, s3_bucket: S3Bucket,
         caplog: pytest.LogCaptureFixture) -> None:
     import asyncio
     import logging
     from dataclasses import replace
 
     from .test_cli import SECRET_KEY, SECRET_PASSWORD
+
+    database = private_database  # where the user with a password is
 
     root = tmp_path / "export"
     write_export(root, 1500, revisions=2, seed=28)

@@ -123,7 +123,7 @@ async def test_advice_names_the_buffer_pool_only_when_it_is_small_for_the_export
     finally:
         await store.close()
     assert advice is not None
-    assert f"innodb_buffer_pool_size is {int(pool) >> 20} MiB" in advice and "README" in advice
+    assert f"innodb_buffer_pool_size is {int(pool) >> 20} MiB" in advice and "docs/first-import.md" in advice
 
 
 def test_load_data_rows_escape_values_only_where_needed_and_never_lose_one() -> None:

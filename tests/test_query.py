@@ -1,18 +1,15 @@
-"""kmdb_async.query on a known imported export: every scope, relationship and helper, and every
-example of the README's "Using imported data" (run as written, output compared).
+"""kmdb_async.query on a known imported export: every scope, relationship and helper.
 
 The Python queries run on MariaDB, on SQLite tables created from the models' metadata (the same
-rows copied over) and on the embedded store's SQLite file after a real import; the README's SQL
-runs on MariaDB.
+rows copied over) and on the embedded store's SQLite file after a real import. (The examples of
+docs/data-model.md run on the bundled sample: tests/test_docs.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
-import doctest
 import json
-import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -39,10 +36,8 @@ from kmdb_async.query import (
 )
 from kmdb_async.settings import Settings
 
-from .conftest import Database, connect, settings_for
+from .conftest import Database, settings_for
 from .test_import import write_dir
-
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def at(text: str) -> int:
@@ -56,7 +51,7 @@ def visit(p: str, t: str, referer: str | None = None) -> dict[str, Any]:
 
 GOOGLE_FLATS, GOOGLE_ROOMS = "https://google.com/?q=flats", "https://google.com/?q=rooms"
 HN, TWITTER = "https://news.ycombinator.com/", "https://twitter.com/"
-# The README's sample: anon-1 becomes 101 (also mobile-abc), anon-3 is also bob@example.com.
+# A small export: anon-1 becomes 101 (also mobile-abc), anon-3 is also bob@example.com.
 SAMPLE: dict[int, list[Any]] = {
     1: [
         visit("anon-1", "2011-12-31 23:59:59", GOOGLE_FLATS),
@@ -296,56 +291,3 @@ def test_sqlalchemy_url_from_database_url() -> None:
     assert sqlalchemy_url("mysql://root@127.0.0.1/x").render_as_string(hide_password=False) == (
         "mysql+pymysql://root@127.0.0.1:3306/x?charset=utf8mb4")
     assert str(sqlalchemy_url("sqlite:////tmp/k.sqlite3")) == "sqlite:////tmp/k.sqlite3"
-
-
-# -- the README ------------------------------------------------------------------------------
-
-def readme_blocks(language: str) -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Using imported data"):]
-    section = section[:section.index("\n## ", 3)]
-    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
-
-
-def show(value: Any) -> str:
-    return "NULL" if value is None else str(value)
-
-
-def test_readme_sql_examples_give_the_results_shown(database: Database, tmp_path: Path) -> None:
-    import_sample(database, tmp_path / "export")
-    blocks = readme_blocks("sql")
-    assert len(blocks) == 5
-    conn = connect(database.url)
-    try:
-        for block in blocks:
-            lines = block.strip().splitlines()
-            last_sql = max(i for i, line in enumerate(lines) if not line.startswith("--"))
-            sql = "\n".join(line for line in lines[:last_sql + 1] if not line.startswith("--"))
-            shown = [line.removeprefix("-- ") for line in lines[last_sql + 1:]]
-            with conn.cursor() as cur:
-                cur.execute(sql.rstrip(";"))
-                got = [" | ".join(d[0] for d in cur.description)]
-                got += [" | ".join(show(v) for v in row) for row in cur.fetchall()]
-            assert got == shown, sql
-    finally:
-        conn.close()
-
-
-def test_readme_python_examples_print_what_they_show(
-        backend_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", backend_url)
-    blocks = readme_blocks("pycon")
-    assert len(blocks) >= 6
-    test = doctest.DocTestParser().get_doctest(
-        "\n".join(blocks), {}, "README: Using imported data", str(README), 0)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    report: list[str] = []
-    try:
-        runner.run(test, out=report.append)
-    finally:
-        session = test.globs.get("session")
-        if session is not None:
-            session.close()
-            session.get_bind().dispose()
-    assert runner.failures == 0, "".join(report)
-    assert runner.tries >= 25

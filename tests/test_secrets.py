@@ -31,6 +31,10 @@ ENCODED = quote(PASSWORD, safe="")
 MARIADB = MYSQL.split("@", 1)[-1]  # host:port of the test server
 REDIS_AT = REDIS.removeprefix("redis://").split("/")[0]
 MALFORMED = ("missing colon", "one slash", "unknown scheme", "bad port", "no @")
+# Shapes of an s3:// source that are no s3:// URL at all: taken for a directory (missing, exit 1).
+NOT_S3 = ("missing colon", "one slash")
+BAD_USAGE = 2  # a URL wrong in itself: click's "Invalid value for ..." before anything runs
+FAILED = 1  # a URL that parsed, refused by the server (or a source directory that is missing)
 
 
 def shapes(scheme: str, at: str, path: str) -> dict[str, str]:
@@ -52,6 +56,16 @@ def run(*args: str, **env: str | None) -> Any:
     clean = {"DATABASE_URL": None, "KMDB_REDIS_URL": None, "KMDB_SOURCE": None,
              "AWS_ENDPOINT_URL": None, "AWS_BUCKET": None, "KMDB_DEBUG": "1"}
     return CliRunner().invoke(app, list(args), env={**clean, **env})
+
+
+def assert_ended(result: Any, code: int, named: str, what: str) -> None:
+    """The command ended with ``code``: bad usage naming the setting ``named``, or a failed run."""
+    output = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert result.exit_code == code, (what, output)
+    if code == BAD_USAGE:
+        assert "Invalid value for '" in output and f"'{named}'" in output, (what, output)
+    else:
+        assert "kmdb-async: error:" in output, (what, output)
 
 
 def assert_clean(result: Any, what: str) -> None:
@@ -106,10 +120,11 @@ def test_database_url_of_any_shape_never_shows_its_password(
     urls = {**shapes("mysql", MARIADB, "/kmdb_secrets"),
             **{f"sqlite {k}": v for k, v in shapes("sqlite", "host", "/x").items()}}
     for shape, url in urls.items():
+        # Every sqlite shape here is no sqlite:///FILE; the mysql ones that parse reach the server.
+        code = BAD_USAGE if shape in MALFORMED or shape.startswith("sqlite") else FAILED
         for name, args in commands.items():
             result = run(*args, DATABASE_URL=url)
-            assert result.exit_code == 1, (shape, name, result.output)
-            assert "kmdb-async: error:" in result.output, (shape, name, result.output)
+            assert_ended(result, code, "DATABASE_URL", f"{shape}: {name}")
             assert_clean(result, f"{shape}: {name}")
     assert "must start with mysql://" in run("stats", DATABASE_URL=urls["missing colon"]).output
     denied = run("stats", DATABASE_URL=urls["percent-encoded"]).output
@@ -125,8 +140,7 @@ def test_redis_url_of_any_shape_never_shows_its_password(
         for name in ("import", "status", "flush"):
             result = run(*commands[name], DATABASE_URL=database, KMDB_REDIS_URL=url)
             if shape in MALFORMED:  # the others reach Redis, which has no password to check
-                assert result.exit_code == 1, (shape, name, result.output)
-                assert "KMDB_REDIS_URL" in result.output, (shape, name, result.output)
+                assert_ended(result, BAD_USAGE, "KMDB_REDIS_URL", f"{shape}: {name}")
             assert_clean(result, f"{shape}: {name}")
 
 
@@ -147,8 +161,22 @@ def test_s3_endpoint_and_source_of_any_shape_never_show_their_password(
             args = [commands[name][0], url, *commands[name][2:]]
             result = run(*args, DATABASE_URL=database, AWS_ENDPOINT_URL=s3_bucket.endpoint_url,
                          **keys)
-            assert result.exit_code == 1, (shape, name, result.output)
+            # An s3:// URL with credentials names no bucket (bad usage); the others are taken
+            # for a directory, which is missing.
+            code = FAILED if shape in NOT_S3 else BAD_USAGE
+            assert_ended(result, code, "KMDB_SOURCE", f"source {shape}: {name}")
             assert_clean(result, f"source {shape}: {name}")
+
+
+def test_a_bad_usage_message_loses_every_secret_too(tmp_path: Path) -> None:
+    """A value wrong in itself (exit 2) is shown in click's message: a secret in it (here the
+    S3 secret key, pasted as the source) is scrubbed there as in every other message."""
+    secret = f"{PIECES[2]}+{PIECES[3]}"  # "+": no bucket name, so the source is bad usage
+    database = f"sqlite:///{tmp_path / 'k.sqlite3'}"
+    for args in (["import", f"s3://{secret}"], ["status", f"s3://{secret}/x"]):
+        result = run(*args, DATABASE_URL=database, AWS_SECRET_ACCESS_KEY=secret)
+        assert_ended(result, BAD_USAGE, "SOURCE / --source", " ".join(args))
+        assert_clean(result, " ".join(args))
 
 
 def test_the_issue_s_examples_in_a_real_process(tmp_path: Path) -> None:
@@ -158,14 +186,16 @@ def test_the_issue_s_examples_in_a_real_process(tmp_path: Path) -> None:
         for args in (["import", source], ["stats"], ["flush", "--yes"]):
             done = cli(*args, cwd=tmp_path, DATABASE_URL=url, KMDB_DEBUG="1")
             output = done.stdout + done.stderr
-            assert done.returncode == 1 and "kmdb-async: error: DATABASE_URL" in output, output
+            assert done.returncode == BAD_USAGE, output
+            assert "Invalid value for '--database-url' (env var: 'DATABASE_URL')" in output, output
             assert secret not in output and "Traceback" not in output, output
 
 
 def test_a_bug_s_traceback_under_kmdb_debug_never_shows_a_password(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A bug whose exception (and the one it chains) carries the URL, as written and decoded."""
-    url = f"mysql//user:{ENCODED}@{MARIADB}/x"
+    """A bug whose exception (and the one it chains) carries the URL, as written and decoded.
+    (The URL is well formed: a malformed one is bad usage, and the command never runs.)"""
+    url = f"mysql://user:{ENCODED}@{MARIADB}/x"
 
     async def buggy(*_: Any) -> None:
         try:

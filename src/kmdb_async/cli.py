@@ -1,7 +1,11 @@
 """The command line: parse options (each also an environment variable), run one async call.
 
 Exit codes: 0 success (rejected lines included), 1 the run failed (the one-line cause is
-printed), 2 bad usage, 130/143 stopped by SIGINT/SIGTERM after saving progress.
+printed), 2 bad usage (an unknown option, or a value wrong in itself: see usage.py),
+130/143 stopped by SIGINT/SIGTERM after saving progress.
+
+Help texts are plain text (no rich markup: ``s3://bucket[/prefix]`` is not a tag); each
+option's help says its default, with ``[default: ...]`` written out where it is not a value.
 """
 
 from __future__ import annotations
@@ -19,51 +23,70 @@ import uvloop
 
 from .errors import KmdbError
 from .pipeline import Interrupted, run_import
-from .settings import Settings, load_dotenv, scrub
+from .report import nothing_found
+from .settings import (
+    DEFAULT_NETWORK_TIMEOUT,
+    DEFAULT_PROGRESS_INTERVAL,
+    DEFAULT_RETRY_ATTEMPTS,
+    InvalidSetting,
+    Settings,
+    load_dotenv,
+    scrub,
+)
 from .state import open_cursor
 from .stats import read_stats
 from .status import read_status
 from .status import render as render_status
 from .store import open_store
 from .store.schema import BLACKLISTED_PROPERTIES, IGNORED_USERS, MAX_NAME, WHITELISTED_EVENTS
+from .usage import bad_usage, checked, partition_dates, valid_date
 
 T = TypeVar("T")
 EXIT_FAILED = 1
 
+MARKUP = None  # help texts are plain: "[/prefix]" or "[default: x]" are text, not rich tags
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=MARKUP,
     help="Import KissMetrics raw event exports into MariaDB/MySQL, fast, in one process.",
 )
 
 DatabaseOpt = Annotated[str | None, typer.Option(
     "--database-url", envvar="DATABASE_URL", show_default=False,
-    help="mysql://user:pass@host:port/db (km-db's mysql2:// accepted).")]
+    help="mysql://user:pass@host:port/db (km-db's mysql2:// accepted), or sqlite:///FILE for "
+         "the embedded database. [default: sqlite:///kmdb.sqlite3]")]
 RedisOpt = Annotated[str | None, typer.Option(
     "--redis-url", envvar="KMDB_REDIS_URL", show_default=False,
-    help="redis://host:port/db for the revision cursor; without it the database keeps it.")]
+    help="redis://[:pass@]host:port/db to keep the revision cursor in. [default: none: the "
+         "database keeps it]")]
 PrefixOpt = Annotated[str | None, typer.Option(
     "--redis-prefix", envvar="KMDB_REDIS_PREFIX", show_default=False,
-    help="Prefix of this database's Redis keys [default: kmdb:HOST:PORT:DB].")]
+    help="Prefix of this database's Redis keys. [default: kmdb:HOST:PORT:DB, or "
+         "kmdb:sqlite:PATH]")]
 SourceArg = Annotated[str | None, typer.Argument(
-    metavar="[SOURCE]", show_default=False,
+    metavar="SOURCE", show_default=False,
     help="Export root: a directory or s3://bucket[/prefix] (same as --source).")]
 SourceOpt = Annotated[str | None, typer.Option(
     "--source", envvar="KMDB_SOURCE", show_default=False,
-    help="Export root: a directory or s3://bucket[/prefix] [default: s3://$AWS_BUCKET].")]
+    help="Export root: a directory or s3://bucket[/prefix]. [default: s3://$AWS_BUCKET]")]
 EndpointOpt = Annotated[str | None, typer.Option(
     "--s3-endpoint-url", envvar="AWS_ENDPOINT_URL", show_default=False,
-    help="Endpoint of an S3-compatible store.")]
+    help="Endpoint of an S3-compatible store. [default: AWS]")]
 AccessKeyOpt = Annotated[str | None, typer.Option(
-    envvar="AWS_ACCESS_KEY_ID", show_default=False, help="S3 access key.")]
+    envvar="AWS_ACCESS_KEY_ID", show_default=False,
+    help="S3 access key. [default: botocore's chain: profile, instance role]")]
 SecretKeyOpt = Annotated[str | None, typer.Option(
-    envvar="AWS_SECRET_ACCESS_KEY", show_default=False, help="S3 secret key.")]
+    envvar="AWS_SECRET_ACCESS_KEY", show_default=False,
+    help="S3 secret key. [default: botocore's chain: profile, instance role]")]
 RegionOpt = Annotated[str, typer.Option(envvar="AWS_REGION", help="S3 region.")]
 MinRevisionOpt = Annotated[int, typer.Option(
     envvar="KMDB_MIN_REVISION", min=1, help="First revision to import.")]
 LookaheadOpt = Annotated[int, typer.Option(
     envvar="KMDB_REVISION_LOOKAHEAD", min=1,
     help="Revisions probed past the last found one when the bucket cannot be listed.")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", show_default=False, help="Print one JSON object. [default: text]")]
 RetryOpt = Annotated[int, typer.Option(
     envvar="KMDB_RETRY_ATTEMPTS", min=1,
     help="Tries of one failing S3/database/Redis operation before the run stops.")]
@@ -85,6 +108,8 @@ def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except Interrupted as e:
         typer.echo(f"kmdb-async: {e}", err=True)
         raise typer.Exit(128 + e.signum) from None
+    except InvalidSetting as e:  # a value judged only once the run needed it
+        raise bad_usage(e, settings) from None
     except KmdbError as e:
         typer.echo(f"kmdb-async: error: {_scrub(str(e), settings)}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
@@ -122,9 +147,10 @@ def import_(
         envvar="KMDB_REJECTS", help="JSON-lines file receiving rejected lines.")] = Path(
         "kmdb-rejects.jsonl"),
     strict: Annotated[bool, typer.Option(
-        "--strict", envvar="KMDB_STRICT", help="Stop at the first rejected line.")] = False,
-    retry_attempts: RetryOpt = 6,
-    network_timeout: TimeoutOpt = 30.0,
+        "--strict", envvar="KMDB_STRICT", show_default=False,
+        help="Stop at the first rejected line. [default: off]")] = False,
+    retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+    network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT,
     user_cache_size: Annotated[int, typer.Option(
         envvar="KMDB_USER_CACHE_SIZE", min=2,
         help="Identities whose users.id is kept in memory (at most).")] = 300_000,
@@ -135,6 +161,10 @@ def import_(
         "--bulk-load/--no-bulk-load", envvar="KMDB_BULK_LOAD",
         help="A first import into empty MariaDB/MySQL tables loads them by LOAD DATA "
              "streams, committed once at the end (faster; progress is saved only then).")] = True,
+    progress_interval: Annotated[float, typer.Option(
+        envvar="KMDB_PROGRESS_INTERVAL", min=0,
+        help="Seconds between progress log lines when stderr is not a terminal (cron); 0: "
+             "none. A terminal gets a live progress line instead.")] = DEFAULT_PROGRESS_INTERVAL,
 ) -> None:
     """Import every new revision (and the new end of grown ones) into the database."""
     settings = Settings(
@@ -145,9 +175,11 @@ def import_(
         batch_size=batch_size, files_in_flight=files_in_flight, writers=writers,
         queue_depth=queue_depth, rejects=rejects, strict=strict, retry_attempts=retry_attempts,
         user_cache_size=user_cache_size, alias_cache_size=alias_cache_size, bulk_load=bulk_load,
-        network_timeout=network_timeout,
+        network_timeout=network_timeout, progress_interval=progress_interval,
     )
-    summary = _run(settings, lambda: run_import(settings))
+    summary = _run(checked(settings, source=True), lambda: run_import(settings))
+    if summary.listed == 0:  # exit 0 all the same: a new, still empty bucket is no failure
+        typer.echo(f"kmdb-async: warning: {nothing_found(settings.source_location())}", err=True)
     typer.echo(summary.text())
     if summary.rejects:
         typer.echo(f"rejected lines were written to {settings.rejects}")
@@ -155,17 +187,20 @@ def import_(
 
 @app.command()
 def flush(
-    yes: Annotated[bool, typer.Option("--yes", help="Really empty the imported data.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", show_default=False,
+        help="Really empty the imported data. [default: off: explain and refuse]")] = False,
     database_url: DatabaseOpt = None,
     redis_url: RedisOpt = None,
     redis_prefix: PrefixOpt = None,
-    retry_attempts: RetryOpt = 6,
-    network_timeout: TimeoutOpt = 30.0,
+    retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+    network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT,
 ) -> None:
     """Create the schema if missing, then empty imported data, progress and this database's
     Redis keys. The filter tables are kept."""
-    settings = Settings(database_url=database_url, redis_url=redis_url, redis_prefix=redis_prefix,
-                        retry_attempts=retry_attempts, network_timeout=network_timeout)
+    settings = checked(Settings(database_url=database_url, redis_url=redis_url,
+                                 redis_prefix=redis_prefix, retry_attempts=retry_attempts,
+                                 network_timeout=network_timeout))
     if not yes:
         typer.echo("flush deletes every imported event, property, user, alias and the import "
                    "progress of this database; run again with --yes to do it.", err=True)
@@ -192,48 +227,52 @@ async def _flush(settings: Settings) -> None:
 
 @app.command()
 def stats(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOpt = False,
     top: Annotated[int, typer.Option(min=1, help="Rows of each ranking.")] = 10,
     database_url: DatabaseOpt = None,
-    retry_attempts: RetryOpt = 6,
-    network_timeout: TimeoutOpt = 30.0,
+    retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+    network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT,
 ) -> None:
-    """Counts, time range, top events, users with the most events, rejects of the last run."""
-    settings = Settings(database_url=database_url, retry_attempts=retry_attempts,
-                        network_timeout=network_timeout)
+    """Counts, time range, top events, users with the most events, the last import (and its
+    rejects) and when the database was last checked for new data."""
+    settings = _database(database_url, retry_attempts, network_timeout)
     result = _run(settings, lambda: read_stats(settings, top))
     typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2) if as_json else result.text())
 
 
 @app.command()
 def partition(
+    ctx: typer.Context,
     min_date: Annotated[str | None, typer.Option(
-        envvar="KMDB_MIN_DATE", show_default=False,
-        help="First day (YYYY-MM-DD) of the first partition; ignored for partitioned tables.")] = None,
+        envvar="KMDB_MIN_DATE", show_default=False, callback=valid_date,
+        help="First day (YYYY-MM-DD) of the first partition; ignored for partitioned tables. "
+             "[default: none: required to partition a table the first time]")] = None,
     max_date: Annotated[str | None, typer.Option(
-        envvar="KMDB_MAX_DATE", show_default=False,
-        help="Partitions reach at least this day (YYYY-MM-DD); later rows go to the catch-all.")] = None,
+        envvar="KMDB_MAX_DATE", show_default=False, callback=valid_date,
+        help="Partitions reach at least this day (YYYY-MM-DD); later rows go to the catch-all. "
+             "[default: none: required]")] = None,
     days_per_partition: Annotated[int, typer.Option(
         envvar="KMDB_DAYS_PER_PARTITION", min=1, help="Days of one partition.")] = 7,
     database_url: DatabaseOpt = None,
-    retry_attempts: RetryOpt = 6,
-    network_timeout: TimeoutOpt = 30.0,
+    retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+    network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT,
 ) -> None:
     """Partition events, properties and aliases by time (MariaDB/MySQL), or extend them to a
     later max date. Rows are kept; the same arguments again change nothing."""
     from .store.partitions import partition_tables  # MySQL-only: not loaded by other commands
 
-    settings = Settings(database_url=database_url, min_date=min_date, max_date=max_date,
-                        days_per_partition=days_per_partition, retry_attempts=retry_attempts,
-                        network_timeout=network_timeout)
-    _run(settings, lambda: partition_tables(settings, typer.echo))
+    settings = checked(Settings(database_url=database_url, min_date=min_date, max_date=max_date,
+                                 days_per_partition=days_per_partition,
+                                 retry_attempts=retry_attempts, network_timeout=network_timeout))
+    min_date_given_as = partition_dates(ctx, min_date, max_date)
+    _run(settings, lambda: partition_tables(settings, typer.echo, min_date_given_as))
 
 
 @app.command()
 def status(
     source_arg: SourceArg = None,
     source: SourceOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOpt = False,
     database_url: DatabaseOpt = None,
     redis_url: RedisOpt = None,
     redis_prefix: PrefixOpt = None,
@@ -243,8 +282,8 @@ def status(
     aws_region: RegionOpt = "us-east-1",
     min_revision: MinRevisionOpt = 1,
     revision_lookahead: LookaheadOpt = 10,
-    retry_attempts: RetryOpt = 6,
-    network_timeout: TimeoutOpt = 30.0,
+    retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+    network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT,
 ) -> None:
     """Show what is imported, in progress and pending, the last run and the cursor's health,
     changing nothing. Exit code 0 when all is imported, 3 when work is pending, 4 when the
@@ -256,7 +295,7 @@ def status(
         aws_region=aws_region, min_revision=min_revision, revision_lookahead=revision_lookahead,
         retry_attempts=retry_attempts, network_timeout=network_timeout,
     )
-    report = _run(settings, lambda: read_status(settings))
+    report = _run(checked(settings, source=True), lambda: read_status(settings))
     typer.echo(json.dumps(report, ensure_ascii=False) if as_json else render_status(report))
     raise typer.Exit(report["exit_code"])
 
@@ -271,30 +310,32 @@ FILTER_COMMANDS = {  # command -> (table, what its names do)
 
 def _filter_app(table: str, what: str) -> typer.Typer:
     """``add`` / ``remove`` / ``list`` of one filter table."""
-    sub = typer.Typer(no_args_is_help=True, help=f"Manage `{table}`: {what}. Changes apply to "
-                      "lines imported afterwards.")
+    sub = typer.Typer(no_args_is_help=True, rich_markup_mode=MARKUP,
+                      help=f"Manage `{table}`: {what}. Changes apply to lines imported afterwards.")
 
     def edit(names: list[str], settings: Settings, add: bool) -> None:
-        checked = _names(names)
-        changed = _run(settings, lambda: _edit_filter(settings, table, checked, add=add))
+        valid = _names(names)
+        changed = _run(settings, lambda: _edit_filter(settings, table, valid, add=add))
         typer.echo(f"{table}: {'added' if add else 'removed'} {len(changed)} of {len(set(names))}"
                    + (f": {', '.join(changed)}" if changed else ""))
 
     @sub.command("add")
-    def add(names: NamesArg, database_url: DatabaseOpt = None, retry_attempts: RetryOpt = 6,
-            network_timeout: TimeoutOpt = 30.0) -> None:
+    def add(names: NamesArg, database_url: DatabaseOpt = None,
+            retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+            network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT) -> None:
         """Add NAMEs (a name already there is left as it is)."""
         edit(names, _database(database_url, retry_attempts, network_timeout), add=True)
 
     @sub.command("remove")
-    def remove(names: NamesArg, database_url: DatabaseOpt = None, retry_attempts: RetryOpt = 6,
-               network_timeout: TimeoutOpt = 30.0) -> None:
+    def remove(names: NamesArg, database_url: DatabaseOpt = None,
+               retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+               network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT) -> None:
         """Remove NAMEs (a name that is not there is ignored)."""
         edit(names, _database(database_url, retry_attempts, network_timeout), add=False)
 
     @sub.command("list")
-    def list_(database_url: DatabaseOpt = None, retry_attempts: RetryOpt = 6,
-              network_timeout: TimeoutOpt = 30.0) -> None:
+    def list_(database_url: DatabaseOpt = None, retry_attempts: RetryOpt = DEFAULT_RETRY_ATTEMPTS,
+              network_timeout: TimeoutOpt = DEFAULT_NETWORK_TIMEOUT) -> None:
         """Print the names, one a line."""
         settings = _database(database_url, retry_attempts, network_timeout)
         for name in _run(settings, lambda: _list_filter(settings, table)):
@@ -304,9 +345,9 @@ def _filter_app(table: str, what: str) -> typer.Typer:
 
 
 def _database(database_url: str | None, retry_attempts: int, network_timeout: float) -> Settings:
-    """Settings of a command that talks to the database only."""
-    return Settings(database_url=database_url, retry_attempts=retry_attempts,
-                    network_timeout=network_timeout)
+    """Settings of a command that talks to the database only (checked: a bad URL exits 2)."""
+    return checked(Settings(database_url=database_url, retry_attempts=retry_attempts,
+                            network_timeout=network_timeout))
 
 
 def _names(names: list[str]) -> list[str]:

@@ -372,6 +372,7 @@ async def _import(settings: Settings, store: SQLStore, source: Source, cursor: C
     aliases = await AliasCache.open(store, settings.alias_cache_size)
     positions = await cursor.load()
     listed = await source.revisions()
+    summary.listed = len(listed)
     revisions = [
         r for r in listed
         if r.number >= settings.min_revision and positions.get(r.number, 0) < r.size

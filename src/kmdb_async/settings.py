@@ -12,8 +12,26 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 from .errors import TerminalError
 
 DEFAULT_PORTS = {"mysql": 3306, "redis": 6379}
+NO_SOURCE = ("no source: pass SOURCE or --source (a directory or s3://bucket[/prefix]), or set "
+             "KMDB_SOURCE or AWS_BUCKET")
+DEFAULT_PROGRESS_INTERVAL = 5.0  # seconds between progress log lines when not on a terminal
+DEFAULT_NETWORK_TIMEOUT = 30.0  # seconds a server may stay silent when an answer is due
+DEFAULT_RETRY_ATTEMPTS = 6  # tries of one failing network operation
 SQLITE = "sqlite:///"
 DEFAULT_DATABASE = SQLITE + "kmdb.sqlite3"  # the embedded default, in the working directory
+
+
+class InvalidSetting(TerminalError):
+    """A value that is wrong in itself, whatever the servers say (bad usage: the CLI exits 2).
+
+    ``setting`` names its variable (``DATABASE_URL``); ``problem`` says what is wrong, without
+    the name, so the CLI can name the option or variable the user actually gave.
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting} {problem}")
+        self.setting = setting
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -31,7 +49,8 @@ class DatabaseURL:
         parts = _split(url, ("mysql", "mysql2", "mariadb", "mysql+aiomysql"), "DATABASE_URL")
         database = parts.path.lstrip("/")
         if not database or "/" in database:
-            raise TerminalError(f"DATABASE_URL {redact(url)} must name a database: mysql://user:pass@host/db")
+            raise InvalidSetting("DATABASE_URL", f"{redact(url)} must name a database: "
+                                 "mysql://user:pass@host/db")
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=_port(parts, "mysql", "DATABASE_URL", url),
@@ -58,7 +77,7 @@ class RedisURL:
         parts = _split(url, ("redis",), "KMDB_REDIS_URL")
         path = parts.path.lstrip("/")
         if path and not path.isdigit():
-            raise TerminalError(f"KMDB_REDIS_URL {redact(url)}: the path must be a database number")
+            raise InvalidSetting("KMDB_REDIS_URL", f"{redact(url)}: the path must be a database number")
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=_port(parts, "redis", "KMDB_REDIS_URL", url),
@@ -75,21 +94,21 @@ def _split(url: str, schemes: tuple[str, ...], name: str):  # type: ignore[no-un
     user and password, so a password may hold ``@``, ``:``, ``/``, ``?`` or ``#`` as typed."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in schemes:
-        raise TerminalError(f"{name} {redact(url)} must start with {schemes[0]}://")
+        raise InvalidSetting(name, f"{redact(url)} must start with {schemes[0]}://")
     at = rest.rfind("@")
     if at >= 0:  # escaped, the userinfo cannot end the host early (it is unquoted later)
         rest = re.sub(r"[/?#@]", lambda m: f"%{ord(m.group()):02X}", rest[:at]) + rest[at:]
     try:
         return urlsplit(f"{scheme.lower()}://{rest}")
     except ValueError:
-        raise TerminalError(f"{name} is not a valid URL: {redact(url)}") from None
+        raise InvalidSetting(name, f"is not a valid URL: {redact(url)}") from None
 
 
 def _port(parts, scheme: str, name: str, url: str) -> int:  # type: ignore[no-untyped-def]
     try:
         return parts.port or DEFAULT_PORTS[scheme]
     except ValueError:
-        raise TerminalError(f"{name} {redact(url)} has an invalid port") from None
+        raise InvalidSetting(name, f"{redact(url)} has an invalid port") from None
 
 
 def _password_span(url: str) -> tuple[int, int] | None:
@@ -169,13 +188,13 @@ class Settings:
     bulk_load: bool = True  # a first import into empty MariaDB tables streams LOAD DATA
     rejects: Path | None = None  # JSON-lines file receiving rejected lines
     strict: bool = False  # stop at the first rejected line
-    retry_attempts: int = 6  # tries of one transient operation before giving up
+    retry_attempts: int = DEFAULT_RETRY_ATTEMPTS  # tries of one transient operation
     retry_max_wait: float = 10.0  # seconds, cap of the exponential backoff between tries
     # Seconds a network service may stay silent when an answer is due: a connection (TCP and
     # login), a Redis command, an S3 response or body chunk. A MariaDB statement that passes it
     # is not cut while the server, asked on a new connection, says it still runs it.
-    network_timeout: float = 30.0
-    progress_interval: float = 5.0  # seconds between progress log lines (not on a terminal)
+    network_timeout: float = DEFAULT_NETWORK_TIMEOUT
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL  # seconds; 0: no progress log lines
     min_date: str | None = None  # YYYY-MM-DD: first day of the first time partition
     max_date: str | None = None  # YYYY-MM-DD: time partitions reach at least this day
     days_per_partition: int = 7  # days of one time partition
@@ -190,7 +209,8 @@ class Settings:
         if not location.startswith("sqlite:"):
             return None
         if not location.startswith(SQLITE) or len(location) == len(SQLITE):
-            raise TerminalError(f"DATABASE_URL {redact(location)} must look like sqlite:///path/to/file")
+            raise InvalidSetting("DATABASE_URL",
+                                 f"{redact(location)} must look like sqlite:///path/to/file")
         return Path(location[len(SQLITE):])
 
     def database(self) -> DatabaseURL:
@@ -211,7 +231,7 @@ class Settings:
         bucket = os.environ.get("AWS_BUCKET")
         if bucket:
             return bucket if bucket.startswith("s3://") else f"s3://{bucket}"
-        raise TerminalError("no source: pass --source DIR|s3://bucket[/prefix] or set AWS_BUCKET")
+        raise TerminalError(NO_SOURCE)
 
     def key_prefix(self) -> str:
         """Redis key prefix of this database: two databases sharing a Redis never collide."""

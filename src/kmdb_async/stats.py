@@ -1,8 +1,10 @@
 """``kmdb-async stats``: what the database holds, and how clean the last import was.
 
 Plain, portable SQL through the store's ``execute`` (no SQLAlchemy needed): table counts, the
-time range of the events, the most frequent events, the users with the most events, and the
-share of rejected lines of the last run (``kmdb_runs.summary``, keys ``lines`` and ``rejects``).
+time range of the events, the most frequent events, the users with the most events, the last
+import (the latest run that read lines) with its share of rejected lines (``kmdb_runs.summary``,
+keys ``lines`` and ``rejects``), and when the last run finished (the database's last check for
+new data, which a cron run that found nothing new still is).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .store import open_store
 from .store.schema import ALIASES, EVENTS, KEYS, PROPERTIES, RUNS, USERS
 
 COUNTED = (EVENTS, PROPERTIES, USERS, ALIASES, KEYS)
+RUNS_PAGE = 100  # runs read at once while looking back for the last one that imported
 
 
 class Queryable(Protocol):
@@ -34,7 +37,7 @@ class Ranked:
 
 @dataclass(frozen=True)
 class LastRun:
-    """The latest import run: its times (UTC) and lines read / rejected."""
+    """An import run: its times (UTC) and lines read / rejected."""
 
     started_at: str
     finished_at: str
@@ -59,12 +62,13 @@ class Stats:
     last_event: str | None
     top_events: list[Ranked]
     top_users: list[Ranked]
-    last_run: LastRun | None
+    last_import: LastRun | None  # the latest run that read lines
+    last_check: str | None  # when the latest run (importing or not) finished
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.last_run is not None:
-            data["last_run"]["reject_share"] = round(self.last_run.reject_share, 6)
+        if self.last_import is not None:
+            data["last_import"]["reject_share"] = round(self.last_import.reject_share, 6)
         return data
 
     def text(self) -> str:
@@ -79,13 +83,15 @@ class Stats:
             f"time range  {self.first_event} .. {self.last_event} (UTC)"
             if self.first_event else "time range  (no events)",
         ]
-        run = self.last_run
+        run = self.last_import
         if run is None:
-            lines.append("last run    (none recorded)")
+            lines.append("last import (none recorded)")
         else:
-            lines.append(f"last run    {run.started_at} .. {run.finished_at} {run.status}: "
+            lines.append(f"last import {run.started_at} .. {run.finished_at} {run.status}: "
                          f"{run.lines:,} lines, {run.rejects:,} rejected "
                          f"({run.reject_share:.2%})")
+        if self.last_check is not None:
+            lines.append(f"last check  {self.last_check} (UTC, the latest run)")
         for title, ranked in (("top events", self.top_events), ("top users by events", self.top_users)):
             lines += ["", title]
             width = max((len(r.name) for r in ranked), default=0)
@@ -109,9 +115,7 @@ async def collect(store: Queryable, top: int = 10) -> Stats:
         f"SELECT u.`name`, c.`events` FROM (SELECT `user_id`, COUNT(*) AS `events` FROM `{EVENTS}` "
         f"GROUP BY `user_id`) c JOIN `{USERS}` u ON u.`id` = c.`user_id` "
         f"ORDER BY c.`events` DESC, u.`name` LIMIT {int(top)}")
-    runs = await store.execute(
-        f"SELECT `started_at`, `finished_at`, `status`, `summary` FROM `{RUNS}` "
-        "ORDER BY `id` DESC LIMIT 1")
+    latest = await store.execute(f"SELECT `finished_at` FROM `{RUNS}` ORDER BY `id` DESC LIMIT 1")
     return Stats(
         database="",
         counts={table: int(n) for table, n in counts.items()},
@@ -120,8 +124,26 @@ async def collect(store: Queryable, top: int = 10) -> Stats:
         last_event=_time(last),
         top_events=[Ranked(name, int(n)) for name, n in top_events],
         top_users=[Ranked(name, int(n)) for name, n in top_users],
-        last_run=_last_run(runs[0]) if runs else None,
+        last_import=await last_import(store),
+        last_check=_time(latest[0][0]) if latest else None,
     )
+
+
+async def last_import(store: Queryable) -> LastRun | None:
+    """The latest run that read lines (cron runs that found nothing new are passed over)."""
+    before: int | None = None
+    while True:
+        page = await store.execute(
+            f"SELECT `id`, `started_at`, `finished_at`, `status`, `summary` FROM `{RUNS}` "
+            + ("WHERE `id` < %s " if before is not None else "")
+            + f"ORDER BY `id` DESC LIMIT {RUNS_PAGE}", () if before is None else (before,))
+        for row in page:
+            run = _run_of(row[1:])
+            if run.lines:
+                return run
+        if len(page) < RUNS_PAGE:
+            return None
+        before = int(page[-1][0])
 
 
 async def read_stats(settings: Settings, top: int = 10) -> Stats:
@@ -142,7 +164,7 @@ def _time(value: Any) -> str | None:
     return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else str(value)
 
 
-def _last_run(row: tuple[Any, ...]) -> LastRun:
+def _run_of(row: tuple[Any, ...]) -> LastRun:
     started, finished, status, summary = row
     data = json.loads(summary)
     return LastRun(started_at=_time(started) or "", finished_at=_time(finished) or "",

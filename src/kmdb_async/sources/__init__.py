@@ -16,7 +16,7 @@ from typing import Protocol
 import msgspec
 
 from kmdb_async.errors import TerminalError
-from kmdb_async.settings import Settings, redact
+from kmdb_async.settings import InvalidSetting, Settings, redact
 
 #: Chunk size of streamed bytes (bytes): large enough to amortise per-chunk work, small
 #: enough that many revisions can be in flight at once.
@@ -100,6 +100,7 @@ def open_source(
     is tried ``attempts`` times (at most ``max_wait`` seconds apart) and each try fails after
     ``timeout`` seconds without an answer (connecting, or between two chunks of a response).
     """
+    check_location(location)
     # Imported here so a local import never loads aiobotocore (slow, and not needed).
     if location.startswith("s3://"):
         from kmdb_async.sources.s3 import S3Source, parse_s3_url
@@ -121,21 +122,40 @@ def open_source(
         )
     from kmdb_async.sources.local import LocalSource
 
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", location):
-        raise TerminalError(
-            f"unsupported source {redact(location)!r}: use s3://bucket[/prefix] or a directory"
-        )
     if not os.path.isdir(location):
         what = "is not a directory" if os.path.exists(location) else "does not exist"
         raise TerminalError(f"source directory {redact(location)!r} {what}")
     return LocalSource(location)
 
 
+def check_location(location: str) -> None:
+    """Refuse a location that cannot name a root, whatever exists there (InvalidSetting)."""
+    if location.startswith("s3://"):
+        from kmdb_async.sources.s3 import parse_s3_url
+
+        parse_s3_url(location)
+    elif re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", location):
+        raise InvalidSetting(
+            "KMDB_SOURCE",
+            f"{redact(location)!r} is not supported: use s3://bucket[/prefix] or a directory",
+        )
+
+
+def revisions_location(location: str) -> str:
+    """Where the revisions of the root ``location`` are looked for, for messages:
+    ``DIR/revisions/`` or ``s3://bucket/prefix/revisions/``."""
+    if location.startswith("s3://"):
+        return f"{location.rstrip('/')}/{REVISIONS_DIR}"
+    return os.path.join(location, REVISIONS_DIR)
+
+
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "Revision",
     "Source",
+    "check_location",
     "open_source",
+    "revisions_location",
     "revision_key",
     "revision_number",
 ]

@@ -34,7 +34,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import RetryCallState
 
 from kmdb_async.errors import KmdbError, TerminalError, TransientError, retrying
-from kmdb_async.settings import redact, scrub, secret_forms, url_password
+from kmdb_async.settings import InvalidSetting, redact, scrub, secret_forms, url_password
 from kmdb_async.sources import (
     DEFAULT_CHUNK_SIZE,
     REVISIONS_DIR,
@@ -91,8 +91,9 @@ def parse_s3_url(location: str) -> tuple[str, str]:
     """Bucket and key prefix of ``s3://bucket[/prefix]``; the prefix is "" or ends with "/"."""
     bucket, _, prefix = location.removeprefix("s3://").partition("/")
     if not _BUCKET_NAME.fullmatch(bucket):
-        raise TerminalError(
-            f"{redact(location)!r} does not name an S3 bucket: use s3://bucket[/prefix]"
+        raise InvalidSetting(
+            "KMDB_SOURCE",
+            f"{redact(location)!r} does not name an S3 bucket: use s3://bucket[/prefix]",
         )
     if prefix and not prefix.endswith("/"):
         prefix += "/"

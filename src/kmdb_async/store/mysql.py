@@ -334,7 +334,7 @@ class MySQLStore(SQLStore):
             return None
         return (f"note: innodb_buffer_pool_size is {int(pool) >> 20} MiB for {export_bytes >> 20} "
                 f"MiB to import; the import is I/O-bound until it is at least "
-                f"{max(need >> 20, 1)} MiB (see README, 'Server settings')")
+                f"{max(need >> 20, 1)} MiB (see docs/first-import.md, 'Server settings')")
 
     # -- reads at the start of a run ------------------------------------------------------
 

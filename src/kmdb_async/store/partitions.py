@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from ..errors import TerminalError
-from ..settings import Settings
+from ..settings import InvalidSetting, Settings
 from . import open_store, schema
 from .mysql import MySQLStore
 
@@ -35,7 +35,7 @@ def parse_date(text: str, option: str) -> date:
     try:
         return date.fromisoformat(text.strip())
     except ValueError:
-        raise TerminalError(f"{option} must be a date YYYY-MM-DD, not {text!r}") from None
+        raise InvalidSetting(option, f"must be a date YYYY-MM-DD, not {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -205,8 +205,10 @@ def advice(bounds: Sequence[date], day_counts: Mapping[date, int]) -> str:
 # -- the database side -----------------------------------------------------------------------
 
 
-async def partition_tables(settings: Settings, say: Callable[[str], None]) -> list[TablePlan]:
-    """Plan every table's partitions, refuse over the limit, then apply; ``say`` reports."""
+async def partition_tables(settings: Settings, say: Callable[[str], None],
+                           min_date_given_as: str = "KMDB_MIN_DATE") -> list[TablePlan]:
+    """Plan every table's partitions, refuse over the limit, then apply; ``say`` reports.
+    ``min_date_given_as`` names the min date as the user gave it (``--min-date``)."""
     if not settings.max_date:
         raise TerminalError("KMDB_MAX_DATE (--max-date) is required: partitions reach up to it")
     max_date = parse_date(settings.max_date, "KMDB_MAX_DATE")
@@ -226,18 +228,18 @@ async def partition_tables(settings: Settings, say: Callable[[str], None]) -> li
         events = next(p for p in plans if p.table == schema.EVENTS)
         say(advice(events.bounds, await store.event_days()))
         for plan in plans:
-            await _apply(store, plan, min_date, say)
+            await _apply(store, plan, min_date, say, min_date_given_as)
     finally:
         await store.close()
     return plans
 
 
 async def _apply(store: MySQLStore, plan: TablePlan, min_date: date | None,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], min_date_given_as: str) -> None:
     sql = plan.sql()
     if plan.before is not None and plan.before.bounds and min_date is not None:
         say(f"{plan.table}: already partitioned (first bound {plan.before.bounds[0]}): "
-            "KMDB_MIN_DATE is ignored")
+            f"{min_date_given_as} is ignored")
     span = f"{plan.total:,} partitions up to {plan.bounds[-1]} plus {CATCH_ALL}"
     if sql is None:
         say(f"{plan.table}: unchanged ({span})")

@@ -9,6 +9,7 @@ that runs in a worker thread; WAL journaling lets readers (``status``) look whil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -70,22 +71,47 @@ async def _in_thread(call: Callable[[], T]) -> T:
 
 def hold_lock(path: Path, holder: str = "import") -> IO[str]:
     """Lock ``path`` for this process (it records our pid and ``holder``, the command) or
-    refuse, naming the command and process that hold it."""
-    handle = path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        pid, _, running = handle.read().strip().partition(" ")
-        handle.close()
-        raise TerminalError(
-            f"another kmdb-async {running or 'import'} is running on {path.with_suffix('')} "
-            f"(process {pid or 'unknown'}); wait for it to finish") from None
+    refuse, naming the command and process that hold it.
+
+    The holder removes the file before it lets go (``release_lock``), so a process that
+    opened the file just before may then lock a file no longer there: it checks that
+    ``path`` still names the file it locked, and starts again if not. So two processes never
+    both hold the lock, and no lock file is left behind."""
+    while True:
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid, _, running = handle.read().strip().partition(" ")
+            handle.close()
+            raise TerminalError(
+                f"another kmdb-async {running or 'import'} is running on {path.with_suffix('')} "
+                f"(process {pid or 'unknown'}); wait for it to finish") from None
+        if _same_file(path, handle):
+            break
+        handle.close()  # it was removed by the holder we waited for: lock the new one
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()} {holder}")
     handle.flush()
     return handle
+
+
+def _same_file(path: Path, handle: IO[str]) -> bool:
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def release_lock(path: Path, handle: IO[str]) -> None:
+    """Remove the lock file, then let go (removed while still held: see ``hold_lock``)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    handle.close()
 
 
 class SQLiteStore(SQLStore):
@@ -119,7 +145,7 @@ class SQLiteStore(SQLStore):
 
     async def close(self) -> None:
         if self._lock_file is not None:
-            self._lock_file.close()
+            release_lock(self._lock_path(), self._lock_file)
             self._lock_file = None
         if self._db is not None:
             async with self._busy:
@@ -177,7 +203,10 @@ class SQLiteStore(SQLStore):
 
     async def acquire_import_lock(self, holder: str = "import") -> None:
         """An exclusive lock on ``<file>.lock``; the kernel drops it when the process dies."""
-        self._lock_file = hold_lock(Path(f"{self.path}.lock"), holder)
+        self._lock_file = hold_lock(self._lock_path(), holder)
+
+    def _lock_path(self) -> Path:
+        return Path(f"{self.path}.lock")
 
     async def flush(self) -> None:
         def empty(db: sqlite3.Connection) -> None:
