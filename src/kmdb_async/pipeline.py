@@ -392,6 +392,7 @@ async def _import(settings: Settings, store: SQLStore, source: Source, cursor: C
     reporter = Reporter(summary, total, len(revisions), settings.progress_interval)
     try:
         await _with_signals(run, reporter, revisions, positions)
+        summary.giant_groups = resolver.giants()
     except TransientError as e:
         if bulk is None:
             raise

@@ -38,6 +38,9 @@ class Summary:
     peak_queue: int = 0  # largest number of batches waiting between stages
     # The latest revision's unfinished last line, held back: revision, offset and bytes.
     held_back: dict[str, int] | None = None
+    # Alias groups of GIANT_GROUP identities or more that the run linked names into:
+    # canonical identity -> identities.
+    giant_groups: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
     @property
@@ -53,7 +56,7 @@ class Summary:
 
     def text(self) -> str:
         held = self.held_back
-        return (
+        return "\n".join([(
             f"imported {self.revisions} revisions: {self.lines} lines, {self.events} events, "
             f"{self.properties} properties, {self.aliases} aliases, {self.rejects} rejects, "
             f"{self.truncated} truncated values, {self.skipped} skipped by filters "
@@ -61,7 +64,20 @@ class Summary:
         ) + ("" if held is None else
              f"\nrevision {held['revision']} ends in an unfinished line ({held['bytes']:,} bytes "
              f"from byte {held['offset']:,}, no newline, not JSON yet): it is imported once "
-             "complete, or rejected once a later revision exists")
+             "complete, or rejected once a later revision exists"),
+            *giant_lines(self.giant_groups)])
+
+
+def giant_lines(groups: dict[str, int]) -> list[str]:
+    """A line for each giant alias group (a summary's, or the last run's in status)."""
+    return [f"alias group of {size:,} identities (canonical {shown(canonical)}): one person "
+            "in the rows; often a shared device, a bot or a bad _p2 such as 'undefined' "
+            "(docs/dealiasing.md)" for canonical, size in sorted(groups.items())]
+
+
+def shown(name: str) -> str:
+    """An identity in a message: quoted, cut to 60 characters."""
+    return repr(name if len(name) <= 60 else name[:57] + "...")
 
 
 def nothing_found(location: str) -> str:

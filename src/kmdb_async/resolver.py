@@ -4,10 +4,12 @@ One Resolver owns the alias cache (aliases.py) for the whole run and resolves ba
 a time, so every batch sees the links of all batches resolved before it. Rows get ids derived
 from their place in the export (revision and byte offset), which makes every write idempotent.
 
-Re-pointing: a batch whose alias records link non-numeric identities carries, for every group
-it touched, the group's canonical user and every user id of the group. The writer applies it
-after all earlier-resolved batches have committed (see pipeline), moving rows of the group's
-members that point elsewhere onto the canonical user; rows resolved later already use it.
+Re-pointing: rows point at the canonical user their group had when they were written. A batch
+whose alias records join groups carries, for every group it touched, the new canonical user and
+the users that were canonical before (Repoint): only rows pointing at those move, so the cost
+is what moves (a new member joining a group of 100,000 moves that member's rows), never the
+size of the group. The writer applies it after all earlier-resolved batches have committed
+(see pipeline); rows resolved later already use the new canonical.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .batching import Batch
 from .identity import AliasGroup, alias_pair, is_numeric
 from .records import Record
 
+GIANT_GROUP = 10_000  # identities in one alias group that the summary and status point out
 REVISION_SHIFT = 40  # row id = revision << 40 | byte offset: 1 TiB per revision
 MAX_REVISION = (1 << 23) - 1  # keeps row ids inside a signed 64-bit integer
 
@@ -78,11 +81,23 @@ class Filters:
 
 @dataclass(slots=True)
 class Repoint:
-    """Move rows of ``members`` that point at any of ``user_ids`` onto ``canonical_id``."""
+    """Move a group's rows that point at a former canonical user onto ``canonical_id``.
+
+    A row points at the canonical of its origin's group as it stood when the row was written,
+    a name of that group. Every row pointing at a non-numeric name is a row of that name's one
+    group, so ``names`` move whole. A numeric identity's own rows point at itself, and it may
+    be attached to several groups: rows pointing at one of ``numerics`` move only when their
+    origin is one of the group's ``members`` (listed only then).
+    """
 
     canonical_id: int
-    user_ids: list[int]  # every user row of the group (members and attached numerics)
-    member_ids: list[int]  # users rows of the non-numeric members (origins that follow the group)
+    names: list[int]  # users.id of non-numeric former canonicals
+    numerics: list[int] = field(default_factory=list)  # users.id of numeric former canonicals
+    members: list[int] = field(default_factory=list)  # users.id of the group's members
+
+    def __len__(self) -> int:
+        """Ids the re-point carries (what its statements cost)."""
+        return len(self.names) + len(self.numerics) + len(self.members)
 
 
 EventRow = tuple[int, str, int, int, int]  # id, t, n (keys.id), user_id, origin_user_id
@@ -157,6 +172,9 @@ class Resolver:
         # the few links found only while resolving are re-pointed once, at its end.
         self._repoints = repoint
         self._late: dict[str, None] = {}  # a member of each group linked late (bulk load)
+        # A member of each group of at least GIANT_GROUP identities this run linked names
+        # into (a shared device, a bot, a bad _p2 such as "undefined"): (canonical, size).
+        self._giants: dict[str, tuple[str, int]] = {}
 
     async def prepare(self, batch: Batch) -> Prepared:
         """Apply the filters and intern the users and keys of a batch's records. Needs no
@@ -189,27 +207,44 @@ class Resolver:
         out.skipped = len(batch.records) - len(kept)
         out.alias_records = sum(1 for r in kept if r.p2 is not None)
         out.aliases = alias_pairs(kept)
-        touched: list[str] = []
+        touched: dict[str, list[str]] = {}  # a member of each linked group -> canonicals before
         for r in kept:
             if r.p2 is not None:
                 known = graph.linked(r.p, r.p2)
-                if aliases.link(r.p, r.p2, out.seq) is not None and not known:
-                    touched.append(r.p if not is_numeric(r.p) else r.p2)
+                # A numeric side is its own canonical: the group's rows never point at it
+                # unless it was the group's canonical, which the other side's canonical is.
+                before = [graph.canonical(n) for n in (r.p, r.p2) if not is_numeric(n)]
+                group = aliases.link(r.p, r.p2, out.seq)
+                if group is not None:
+                    if not known:
+                        touched.setdefault(group.members[0], []).extend(before)
+                    if len(group.members) >= GIANT_GROUP:
+                        self._giants[r.p if not is_numeric(r.p) else r.p2] = (
+                            group.canonical, len(group.members) + len(group.numerics))
         if not self._repoints:
             self._late.update(dict.fromkeys(touched))
-            touched = []
-        groups = list({id(g): g for g in map(graph.group, touched) if g is not None}.values())
+            touched = {}
+        # The groups touched, each with its canonicals before the batch: the earlier sides'
+        # canonicals of every link (an in-batch one is a name of the group too: harmless).
+        formers: dict[int, tuple[AliasGroup, set[str]]] = {}
+        for member, sides in touched.items():
+            group = graph.group(member)
+            assert group is not None
+            formers.setdefault(id(group), (group, set()))[1].update(sides)
 
-        # Canonical users (prepare looked them up as the graph stood then) and the groups'
-        # other names: seen in earlier batches, mostly cached.
+        # Canonical users (prepare looked them up as the graph stood then) and the formers.
         origins = {r.p for r in kept if r.p2 is None}
         linked = graph.canonicals(origins)  # the others are their own canonical
         names = {c for c in linked.values() if c not in users}
-        names.update(n for g in groups for n in g.names() if n not in users)
+        for group, olds in formers.values():
+            names.update(n for n in (group.canonical, *olds) if n not in users)
         if names:
             users.update(await self._store.user_ids(names))
 
-        out.repoints = [self._repoint(g, users) for g in groups]
+        for group, olds in formers.values():
+            repoint = await self._repoint(group, olds, users)
+            if repoint is not None:
+                out.repoints.append(repoint)
         ids = {p: (users[p], users[p]) for p in origins}
         ids.update({p: (users[p], users[c]) for p, c in linked.items()})
         self._rows(batch.revision, kept, ids, prepared.keys, out)
@@ -235,20 +270,47 @@ class Resolver:
         graph = self._aliases.graph
         groups = list({id(g): g for g in map(graph.group, self._late) if g is not None}
                       .values())
-        users = await self._store.user_ids({name for g in groups for name in g.names()})
-        return [self._repoint(g, users) for g in groups]
+        # Rows written before a late link point at names of the group: every one but the
+        # canonical moves (linear in the group; once per group, at the end of the load).
+        users: dict[str, int] = {}
+        found = [await self._repoint(g, set(g.names()), users) for g in groups]
+        return [r for r in found if r is not None]
 
     def _strings(self, records: list[Record]) -> set[str]:
         strings = {k for r in records for k, _ in r.props}
         strings.update([r.n for r in records if r.n is not None and r.p2 is None])
         return strings - self.filters.blacklisted_properties
 
-    def _repoint(self, group: AliasGroup, users: dict[str, int]) -> Repoint:
+    async def _repoint(self, group: AliasGroup, formers: set[str],
+                       users: dict[str, int]) -> Repoint | None:
+        """The re-point of ``group`` from the canonicals in ``formers``; None when none moves.
+        ``users`` (ids known so far) learns the ids it lacked."""
+        formers.discard(group.canonical)
+        if not formers:
+            return None
+        wanted = {n for n in (group.canonical, *formers) if n not in users}
+        numerics = [n for n in formers if is_numeric(n)]
+        if numerics:
+            wanted.update(n for n in group.members if n not in users)
+        if wanted:
+            users.update(await self._store.user_ids(wanted))
         return Repoint(
             canonical_id=users[group.canonical],
-            user_ids=sorted(users[name] for name in group.names()),
-            member_ids=sorted(users[name] for name in group.members),
+            names=sorted(users[n] for n in formers if not is_numeric(n)),
+            numerics=sorted(users[n] for n in numerics),
+            members=sorted(users[n] for n in group.members) if numerics else [],
         )
+
+    def giants(self) -> dict[str, int]:
+        """The groups of at least GIANT_GROUP identities this run linked names into, as
+        they stand now: canonical identity -> identities (members and attached numerics)."""
+        graph, found = self._aliases.graph, dict[str, int]()
+        for member, (canonical, size) in self._giants.items():
+            group = graph.group(member)
+            if group is not None:  # else dropped from the cache: as last seen
+                canonical, size = group.canonical, len(group.members) + len(group.numerics)
+            found[canonical] = max(size, found.get(canonical, 0))
+        return found
 
     def _rows(
         self,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .records import LineDecoder
+from .report import giant_lines
 from .resolver import REVISION_SHIFT, row_id
 from .settings import Settings, redact
 from .sources import Revision, Source, source_for
@@ -128,7 +129,8 @@ def _last_run(run: tuple[str, str, str, Mapping[str, Any]] | None) -> dict[str, 
     started, finished, status, summary = run
     return {"started_at": started, "finished_at": finished, "status": status,
             "lines": summary.get("lines"), "rejects": summary.get("rejects"),
-            "duration": summary.get("elapsed")}
+            "duration": summary.get("elapsed"),
+            "giant_groups": dict(summary.get("giant_groups") or {})}
 
 
 def render(report: Mapping[str, Any]) -> str:
@@ -155,6 +157,8 @@ def render(report: Mapping[str, Any]) -> str:
     lines.append("last run: none" if run is None else
                  f"last run: {run['started_at']} to {run['finished_at']} UTC, {run['status']}, "
                  f"{run['lines']} lines, {run['rejects']} rejects, {run['duration']} s")
+    if run is not None:
+        lines += [f"  {line}" for line in giant_lines(run["giant_groups"])]
     tables = report["tables"]
     lines.append("rows: no tables yet" if tables is None else
                  "rows: " + ", ".join(f"{t} {n:,}" for t, n in tables.items()))

@@ -22,12 +22,13 @@ from pymysql.converters import escape_string
 
 from ..errors import KmdbError, TerminalError, TransientError, retrying
 from ..records import MAX_VALUE, Record
-from ..resolver import Repoint, ResolvedBatch
+from ..resolver import ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
 from .base import ALIAS_LINKS, IdCache, SQLStore
 from .connections import ConnectionPool, Watchdog
 from .loaddata import BulkLoad
+from .repoint import repoint_statements
 from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, USERS
 from .serverlock import ServerLock
 from .statements import (
@@ -305,7 +306,8 @@ class MySQLStore(SQLStore):
 
         upsert = partial(_upsert_aliases, chunk=self.per_statement(LOOKUP_CHUNK, PAIR_SQL))
         bulk = BulkLoad(partial(self._checked_connect, local_infile=True), upsert,
-                        repoint_statements, self._driver_errors, users=bool(no_users),
+                        partial(repoint_statements, limit=self.statement_bytes),
+                        self._driver_errors, users=bool(no_users),
                         forget=self._forget_ids, max_packet=self.max_packet)
         try:
             await bulk.start()
@@ -488,7 +490,7 @@ class MySQLStore(SQLStore):
                 if rb.aliases:
                     await _upsert_aliases(cur, rb.aliases, self.per_statement(LOOKUP_CHUNK, PAIR_SQL))
                 for table in (EVENTS, PROPERTIES):
-                    for statement in repoint_statements(table, rb.repoints):
+                    for statement in repoint_statements(table, rb.repoints, self.statement_bytes):
                         await cur.execute(statement)
 
         await self._retry(op)
@@ -551,36 +553,6 @@ async def _upsert_aliases(cur: Any, pairs: list[tuple[str, str, str]], chunk: in
         for row in earlier:
             await cur.execute(f"UPDATE `{ALIASES}` SET `t` = %s WHERE `name1` = %s AND "
                               "`name2` = %s AND `t` > %s", row)
-
-
-REPOINT_PAIRS = 500  # (user, origin) pairs per re-pointing UPDATE
-
-
-def repoint_statements(table: str, repoints: list[Repoint]) -> Iterator[str]:
-    """UPDATEs moving each group's rows onto its canonical user: one per table per batch
-    (more when a batch, or a first import's closing pass, touches very many groups).
-
-    A row moves when its origin is a member of a touched group and it points at another user
-    of that group; ``(user_id, origin_user_id) IN (...)`` is a range scan of the user index,
-    and one statement replaces a round trip per group. Groups never share members, so the
-    CASE on the origin picks each row's canonical user. Ids are ints: nothing needs escaping.
-    """
-    case: list[str] = []
-    pairs: list[str] = []
-    for rp in repoints:
-        case.extend(f"WHEN {m:d} THEN {rp.canonical_id:d}" for m in rp.member_ids)
-        pairs.extend(f"({u:d},{m:d})" for u in rp.user_ids if u != rp.canonical_id
-                     for m in rp.member_ids)
-        if len(pairs) >= REPOINT_PAIRS:
-            yield _repoint(table, case, pairs)
-            case, pairs = [], []
-    if pairs:
-        yield _repoint(table, case, pairs)
-
-
-def _repoint(table: str, case: list[str], pairs: list[str]) -> str:
-    return (f"UPDATE `{table}` SET `user_id` = CASE `origin_user_id` {' '.join(case)} END "
-            f"WHERE (`user_id`, `origin_user_id`) IN ({','.join(pairs)})")
 
 
 def _ident(name: str) -> str:

@@ -22,10 +22,12 @@ from ..resolver import ResolvedBatch
 from ..settings import Settings
 from . import schema
 from .base import IdCache, SQLStore
+from .repoint import repoint_statements
 from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, RUNS, USERS
 
 T = TypeVar("T")
 LOOKUP_CHUNK = 500  # names per IN (...) lookup (SQLite allows 32766 variables)
+REPOINT_BYTES = 1 << 20  # bytes of a re-pointing UPDATE at most
 
 
 def ddl() -> list[str]:
@@ -257,14 +259,9 @@ class SQLiteStore(SQLStore):
             db.executemany(f"INSERT INTO `{ALIASES}` (`name1`, `name2`, `t`) VALUES (?, ?, ?) "
                            "ON CONFLICT (`name1`, `name2`) DO UPDATE SET `t` = MIN(`t`, excluded.`t`)",
                            rb.aliases)
-            for rp in rb.repoints:
-                users = ",".join("?" * len(rp.user_ids))
-                members = ",".join("?" * len(rp.member_ids))
-                for table in (EVENTS, PROPERTIES):
-                    db.execute(
-                        f"UPDATE `{table}` SET `user_id` = ? WHERE `user_id` IN ({users}) "
-                        f"AND `origin_user_id` IN ({members}) AND `user_id` <> ?",
-                        (rp.canonical_id, *rp.user_ids, *rp.member_ids, rp.canonical_id))
+            for table in (EVENTS, PROPERTIES):
+                for statement in repoint_statements(table, rb.repoints, REPOINT_BYTES):
+                    db.execute(statement)
 
         await self._run(write, transaction=True)
 
