@@ -1,4 +1,4 @@
-"""Hand-built SQL of MariaDB/MySQL row writes, and its size in bytes.
+"""Hand-built SQL of MariaDB/MySQL row writes, and its size (bytes, names per statement).
 
 Rows go in as multi-row INSERT text written here (three times faster than the driver's
 generic parameter escaping). A statement must be smaller than the server's max_allowed_packet
@@ -17,13 +17,14 @@ from ..records import MAX_NAME, Record
 from ..resolver import EventRow, PropertyRow
 from .schema import EVENTS, PROPERTIES
 
+LOOKUP_CHUNK = 1000  # names per IN (...) lookup, and alias pairs per upsert
 STATEMENT_BYTES = 4 << 20  # bytes of a bulk insert at most (max_allowed_packet is 16 MiB by default)
 UPSERT_NOTHING = " ON DUPLICATE KEY UPDATE `id` = `id`"
 EVENTS_HEAD = f"INSERT INTO `{EVENTS}` (`id`, `t`, `n`, `user_id`, `origin_user_id`) VALUES "
 PROPERTIES_HEAD = (f"INSERT INTO `{PROPERTIES}` (`id`, `t`, `user_id`, `origin_user_id`, `event_id`, "
                    "`key`, `value`) VALUES ")
 # Bytes of SQL at most: a name quoted in a list (4 bytes a character, escaped or not: escaping
-# doubles only one-byte characters), an alias pair in _upsert_aliases' WHERE, and a property
+# doubles only one-byte characters), an alias pair in links.upsert_aliases' WHERE, and a property
 # row without its value (five ids of at most 20 digits, t, NULL, punctuation).
 NAME_SQL = 4 * MAX_NAME + 8
 PAIR_SQL = 2 * NAME_SQL + 40
