@@ -160,7 +160,11 @@ def import_(
     bulk_load: Annotated[bool, typer.Option(
         "--bulk-load/--no-bulk-load", envvar="KMDB_BULK_LOAD",
         help="A first import into empty MariaDB/MySQL tables loads them by LOAD DATA "
-             "streams, committed once at the end (faster; progress is saved only then).")] = True,
+             "streams (faster), committed every --slice-mib.")] = True,
+    slice_mib: Annotated[float, typer.Option(
+        envvar="KMDB_SLICE_MIB", min=0.01,
+        help="A first import loading more than this many MiB of export commits its progress "
+             "every slice of this size and builds its indexes at the end.")] = 1024,
     progress_interval: Annotated[float, typer.Option(
         envvar="KMDB_PROGRESS_INTERVAL", min=0,
         help="Seconds between progress log lines when stderr is not a terminal (cron); 0: "
@@ -175,6 +179,7 @@ def import_(
         batch_size=batch_size, files_in_flight=files_in_flight, writers=writers,
         queue_depth=queue_depth, rejects=rejects, strict=strict, retry_attempts=retry_attempts,
         user_cache_size=user_cache_size, alias_cache_size=alias_cache_size, bulk_load=bulk_load,
+        slice_mib=slice_mib,
         network_timeout=network_timeout, progress_interval=progress_interval,
     )
     summary = _run(checked(settings, source=True), lambda: run_import(settings))

@@ -39,7 +39,7 @@ from .batching import Batch, Batcher
 from .errors import TerminalError, TransientError
 from .records import AliasScanner, Item, LineDecoder, Record
 from .report import Reporter, Summary
-from .resolver import MAX_REVISION, Prepared, ResolvedBatch, Resolver
+from .resolver import MAX_REVISION, Prepared, ResolvedBatch, Resolver, row_id
 from .settings import Settings
 from .sources import Revision, Source, source_for
 from .state import Cursor, open_cursor
@@ -155,7 +155,12 @@ class Import:
                         tg.create_task(self._write())
             except BaseExceptionGroup as group:
                 raise first_error(group) from None
-            if self.bulk is not None:
+            if self.bulk is not None and self.bulk.sliced:
+                await self.store.commit_slice(self.resolver.late_names(), more=False)
+                await self._advance(self._loaded)
+                if self.signum is None:  # stopped: the next run completes it
+                    await self.store.complete_first_import(self.resolver.repoints_of)
+            elif self.bulk is not None:
                 await self.bulk.finish(await self.resolver.late_repoints())
                 await self._advance(self._loaded)
         finally:
@@ -255,12 +260,28 @@ class Import:
     # -- resolving and writing --------------------------------------------------------------
 
     async def _resolve(self) -> None:
+        sliced = self.bulk is not None and self.bulk.sliced
+        loaded = 0  # bytes of export in the slice so far
         while (prepared := await self.decoded.get()) is not None:
             resolved = await self.resolver.resolve(prepared)
             await self.resolved.put(resolved)
             self.summary.peak_queue = max(self.summary.peak_queue, self.resolved.qsize())
+            if sliced:
+                loaded += prepared.batch.end - prepared.batch.start
+                if loaded >= self.settings.slice_bytes:
+                    loaded = 0
+                    await self._commit_slice(resolved.seq)
         for _ in range(max(1, self.settings.writers)):
             await self.resolved.put(None)
+
+    async def _commit_slice(self, seq: int) -> None:
+        """Commit the sliced load's rows of the batches up to ``seq``, then move the cursor
+        past them. No later batch is handed out meanwhile, so what commits is, per revision,
+        everything up to the cursor and nothing past it."""
+        await self.sequence.wait_before(seq + 1)
+        await self.store.commit_slice(self.resolver.late_names())
+        loaded, self._loaded = self._loaded, []
+        await self._advance(loaded)
 
     async def _write(self) -> None:
         while (rb := await self.resolved.get()) is not None:
@@ -384,8 +405,16 @@ async def _import(settings: Settings, store: SQLStore, source: Source, cursor: C
     if advice:
         print(f"kmdb-async: {advice}", file=sys.stderr)
     filters = await store.load_filters()
-    bulk = await store.begin_bulk_load() if bulk_load and revisions else None
+    unfinished = await store.first_import_unfinished()
+    bulk = None
+    if bulk_load and revisions:
+        if unfinished:  # rows committed past the cursor by the killed run: loaded again
+            await store.forget_rows([(row_id(r.number, positions.get(r.number, 0)),
+                                      row_id(r.number + 1, 0)) for r in revisions])
+        bulk = await store.begin_bulk_load(sliced=total > settings.slice_bytes)
     resolver = Resolver(store, aliases, filters, repoint=bulk is None)
+    if bulk is None and unfinished:  # its indexes before any row is inserted
+        await store.complete_first_import(resolver.repoints_of)
     run = Import(settings, store, source, cursor, resolver, summary, bulk,
                  latest=listed[-1].number if listed else None)
     aliases.committed = run.sequence.committed

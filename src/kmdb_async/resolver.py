@@ -266,12 +266,19 @@ class Resolver:
 
     async def late_repoints(self) -> list[Repoint]:
         """Re-points of the groups linked while resolving a first import (not ahead)."""
-        await self._aliases.load_all(self._late)
+        return await self.repoints_of(self._late)
+
+    def late_names(self) -> list[str]:
+        """A member of each group linked while resolving a first import (not ahead)."""
+        return list(self._late)
+
+    async def repoints_of(self, names: Collection[str]) -> list[Repoint]:
+        """Re-points of the groups of ``names`` from every other name of each: rows written
+        before a late link point at names of the group (linear in the group; once per group,
+        at the end of a first import)."""
+        await self._aliases.load_all(names)
         graph = self._aliases.graph
-        groups = list({id(g): g for g in map(graph.group, self._late) if g is not None}
-                      .values())
-        # Rows written before a late link point at names of the group: every one but the
-        # canonical moves (linear in the group; once per group, at the end of the load).
+        groups = list({id(g): g for g in map(graph.group, names) if g is not None}.values())
         users: dict[str, int] = {}
         found = [await self._repoint(g, set(g.names()), users) for g in groups]
         return [r for r in found if r is not None]

@@ -186,6 +186,7 @@ class Settings:
     user_cache_size: int = 300_000  # identities whose users.id is cached in memory (at most)
     alias_cache_size: int = 100_000  # aliased identities whose groups are held in memory
     bulk_load: bool = True  # a first import into empty MariaDB tables streams LOAD DATA
+    slice_mib: float = 1024  # MiB of export a first import larger than it commits at a time
     rejects: Path | None = None  # JSON-lines file receiving rejected lines
     strict: bool = False  # stop at the first rejected line
     retry_attempts: int = DEFAULT_RETRY_ATTEMPTS  # tries of one transient operation
@@ -198,6 +199,10 @@ class Settings:
     min_date: str | None = None  # YYYY-MM-DD: first day of the first time partition
     max_date: str | None = None  # YYYY-MM-DD: time partitions reach at least this day
     days_per_partition: int = 7  # days of one time partition
+
+    @property
+    def slice_bytes(self) -> int:
+        return int(self.slice_mib * (1 << 20))
 
     def database_location(self) -> str:
         """DATABASE_URL, or the embedded default ``sqlite:///kmdb.sqlite3``."""

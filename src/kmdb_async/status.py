@@ -56,6 +56,7 @@ class Facts:
     last_run: tuple[str, str, str, Mapping[str, Any]] | None = None  # kmdb_runs' last row
     held_back: Mapping[str, int] | None = None  # the latest revision's unfinished last line:
     # revision, offset, bytes (what an import holds back; see held_back())
+    unfinished_first_import: bool = False  # a sliced first import has not built its indexes
 
 
 def ranges(numbers: Iterable[int]) -> str:
@@ -98,7 +99,9 @@ def assess(facts: Facts) -> dict[str, Any]:
             "cursor so that the next import starts over")
     behind = [{"revision": n, "cursor": pos.get(n, 0), "rows_up_to": offset}
               for n, offset in sorted(facts.rows_past.items())]
-    verdict = INCONSISTENT if problems else PENDING if in_progress or pending else UP_TO_DATE
+    unfinished = facts.unfinished_first_import
+    verdict = (INCONSISTENT if problems else PENDING if in_progress or pending or unfinished
+               else UP_TO_DATE)
     return {
         "verdict": verdict,
         "exit_code": EXIT_CODES[verdict],
@@ -114,6 +117,7 @@ def assess(facts: Facts) -> dict[str, Any]:
             "pending_bytes": sum(max(r.size - pos.get(r.number, 0), 0) for r in unread),
             "held_back": dict(held) if held is not None else None,
         },
+        "first_import_unfinished": unfinished,
         "last_run": _last_run(facts.last_run),
         "tables": dict(facts.tables) if facts.tables is not None else None,
         "events": ({"first": facts.time_range[0], "last": facts.time_range[1]}
@@ -154,6 +158,9 @@ def render(report: Mapping[str, Any]) -> str:
                      f"({held['bytes']:,} bytes from byte {held['offset']:,}, no newline, not "
                      "JSON yet): it is imported once complete, or rejected once a later "
                      "revision exists")
+    if report["first_import_unfinished"]:
+        lines.append("first import: unfinished (its slices so far are committed; the next "
+                     "import loads the rest, then builds the indexes of events and properties)")
     lines.append("last run: none" if run is None else
                  f"last run: {run['started_at']} to {run['finished_at']} UTC, {run['status']}, "
                  f"{run['lines']} lines, {run['rejects']} rejects, {run['duration']} s")
@@ -208,6 +215,7 @@ async def gather(settings: Settings) -> Facts:
             tables={t: await store.count_rows(t) for t in MAIN_TABLES},
             time_range=await store.event_time_range(),
             last_run=await store.last_run() if RUNS in names else None,
+            unfinished_first_import=await store.first_import_unfinished(),
         )
     finally:
         await store.close()

@@ -8,17 +8,20 @@ dialect-specific writes. The pipeline only ever sees these methods.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..records import MAX_NAME, Record
-from ..resolver import Filters, ResolvedBatch
+from ..resolver import Filters, Repoint, ResolvedBatch
 from ..settings import Settings
 from . import schema
 from .schema import ALIASES, EVENTS, KEYS, PROPERTIES, REVISIONS, RUNS, USERS
 
 if TYPE_CHECKING:
     from .loaddata import BulkLoad
+
+#: The re-points of the groups of some identities (the resolver's ``repoints_of``).
+RepointsFor = Callable[[Collection[str]], Awaitable[list[Repoint]]]
 
 #: The commands that change a database's tables, one at a time: each holds the database's
 #: lock while it runs, and one that finds it held refuses, naming the holder.
@@ -151,10 +154,32 @@ class SQLStore:
         """Upsert a batch's alias pairs and re-point their groups, in one transaction."""
         raise NotImplementedError
 
-    async def begin_bulk_load(self) -> BulkLoad | None:
-        """A first import's bulk loader (rows streamed, committed once at the end), or None
-        where the store has none or its tables are not empty: rows are then inserted."""
+    async def begin_bulk_load(self, sliced: bool = False) -> BulkLoad | None:
+        """A first import's bulk loader, or None where the store has none or its tables are
+        not empty (and no sliced first import is unfinished): rows are then inserted.
+        ``sliced``: the load commits slice by slice into tables whose secondary indexes wait
+        for ``complete_first_import`` (store/firstimport.py)."""
         return None
+
+    async def commit_slice(self, late: Collection[str], more: bool = True) -> None:
+        """Commit a sliced bulk load's slice; ``late``: identities linked late so far."""
+        raise NotImplementedError
+
+    async def first_import_unfinished(self) -> bool:
+        """True when a sliced first import has not built its indexes yet."""
+        return False
+
+    async def complete_first_import(self, repoints: RepointsFor) -> None:
+        """Build what an unfinished sliced first import left for its end (see firstimport.py)."""
+
+    async def forget_rows(self, ranges: list[tuple[int, int]]) -> None:
+        """Delete events and properties whose ids lie in the ``[low, high)`` ranges (ranges of
+        the primary key: only the rows deleted are read)."""
+        for start in range(0, len(ranges), FILTER_CHUNK):
+            some = ranges[start : start + FILTER_CHUNK]
+            where = " OR ".join(f"(`id` >= {low:d} AND `id` < {high:d})" for low, high in some)
+            for table in (EVENTS, PROPERTIES):
+                await self.execute(f"DELETE FROM `{table}` WHERE {where}")
 
     async def memory_advice(self, export_bytes: int) -> str | None:
         """One line of advice when the server is configured small for this export."""

@@ -11,7 +11,9 @@ The users table, empty too, gets a third statement: the store gives new users th
 itself and streams them (no round trip per new name), until its id cache can no longer tell a
 new name from one streamed; that statement then ends early, and later names are inserted.
 
-Nothing of it is visible until the end, which makes the crash story short:
+A first import larger than one slice commits slice by slice (``commit``) into tables whose
+secondary indexes are built at its end: see store/firstimport.py. Otherwise nothing of it is
+visible until the end, which makes the crash story short:
 
 0. the users statement ends first (a user row must exist before any row pointing at it
    commits; if it fails, nothing else commits and the ids it was given are forgotten), then
@@ -44,7 +46,7 @@ rejected before either path (MySQLStore.oversized), so both store the same rows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -56,7 +58,7 @@ from pymysql.protocol import OKPacketWrapper
 from ..errors import TerminalError
 from ..resolver import EventRow, Repoint, ResolvedBatch
 from .connections import WatchedConnection
-from .schema import EVENTS, PROPERTIES, USERS
+from .schema import EVENTS, LATE_LINKS, PROPERTIES, USERS
 
 PACKET = 1 << 20  # bytes per data packet (the protocol's limit is 16 MiB - 1)
 # The server gives up on a LOAD DATA LOCAL whose client sends nothing for net_read_timeout
@@ -214,6 +216,7 @@ class BulkLoad:
         self.properties: TableStream | None = None
         self.users: TableStream | None = None  # open while new users are streamed
         self._links: aiomysql.Connection | None = None
+        self.sliced = False  # commits slice by slice (store/firstimport.py)
 
     async def start(self) -> None:
         """Open the statements and the alias transaction."""
@@ -222,15 +225,21 @@ class BulkLoad:
 
     async def _start(self) -> None:
         self._conns = conns = [await self._connect() for _ in range(3 + self._with_users)]
+        self._links = conns[2]
+        await self._open(users=self._with_users)
+
+    async def _open(self, users: bool) -> None:
+        """Open the row statements (and the users statement) and the alias transaction."""
+        conns = self._conns
         self.events = TableStream(conns[0], EVENTS, "`id`, `t`, `n`, `user_id`, `origin_user_id`",
                                   self._packet)
         self.properties = TableStream(conns[1], PROPERTIES, "`id`, `t`, `user_id`, "
                                       "`origin_user_id`, `event_id`, `key`, `value`", self._packet)
-        self._links = conns[2]
         await self.events.start()
         await self.properties.start()
+        assert self._links is not None
         await self._links.begin()
-        if self._with_users:
+        if users:
             self.users = TableStream(conns[3], USERS, "`id`, `name`", self._packet)
             await self.users.start()
 
@@ -272,6 +281,26 @@ class BulkLoad:
             await self.events.send(event_rows(rb.events))
             await self.properties.send(property_rows(rb))
             await self.add_aliases(rb.aliases)
+
+    async def commit(self, late: Collection[str], more: bool = True) -> None:
+        """End a slice of a sliced load (store/firstimport.py), in the order ``finish`` ends
+        the load: the users statement, then both row statements (their rows commit), then the
+        alias pairs, with the identities linked late (``kmdb_late_links``: their groups are
+        re-pointed once the indexes exist). With ``more`` the next slice's statements open."""
+        assert self.events is not None and self.properties is not None and self._links is not None
+        users = self.users is not None
+        await self.end_users()
+        with self._driver_errors():
+            await asyncio.gather(self.events.finish(), self.properties.finish())
+            async with self._links_lock:
+                if late:
+                    async with self._links.cursor() as cur:
+                        await cur.executemany(f"INSERT INTO `{LATE_LINKS}` (`name`) VALUES "
+                                              "(%s) ON DUPLICATE KEY UPDATE `name` = `name`",
+                                              [(name,) for name in late])
+                await self._links.commit()
+                if more:
+                    await self._open(users)
 
     async def finish(self, repoints: list[Repoint]) -> None:
         """End the statements, then commit the alias pairs with one pass of ``repoints``."""

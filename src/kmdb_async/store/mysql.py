@@ -12,7 +12,7 @@ connection leaves the same rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import date
 from functools import partial
 
@@ -21,6 +21,7 @@ from ..records import MAX_VALUE, Record
 from ..resolver import ResolvedBatch
 from ..settings import DatabaseURL, Settings
 from . import schema
+from .firstimport import MySQLFirstImport
 from .interning import MySQLInterning
 from .links import MySQLLinks, upsert_aliases
 from .loaddata import BulkLoad
@@ -41,7 +42,7 @@ from .statements import (
 )
 
 
-class MySQLStore(MySQLInterning, MySQLLinks):
+class MySQLStore(MySQLInterning, MySQLLinks, MySQLFirstImport):
     """Schema, filters, identities, batch writes and the database-side cursor."""
 
     def __init__(self, url: DatabaseURL, settings: Settings) -> None:
@@ -84,16 +85,24 @@ class MySQLStore(MySQLInterning, MySQLLinks):
 
     # -- the first import: LOAD DATA streams ---------------------------------------------
 
-    async def begin_bulk_load(self) -> BulkLoad | None:
+    async def begin_bulk_load(self, sliced: bool = False) -> BulkLoad | None:
         """Start loading by LOAD DATA streams when events, properties and aliases are all
-        empty and the server accepts local data; None otherwise (rows are then inserted)."""
+        empty, or a sliced first import is unfinished (it is resumed, sliced), and the server
+        accepts local data; None otherwise (rows are then inserted). ``sliced``: the load
+        commits slice by slice (``commit_slice``), its secondary indexes built at its end
+        (store/firstimport.py)."""
         [(empty, local, no_users, no_keys, lock_mode, step)] = await self.execute(
             f"SELECT NOT EXISTS (SELECT 1 FROM `{EVENTS}`) AND NOT EXISTS (SELECT 1 FROM "
             f"`{PROPERTIES}`) AND NOT EXISTS (SELECT 1 FROM `{ALIASES}`), @@local_infile, "
             f"NOT EXISTS (SELECT 1 FROM `{USERS}`), NOT EXISTS (SELECT 1 FROM `{KEYS}`), "
             "@@innodb_autoinc_lock_mode, @@auto_increment_increment")
-        if not (empty and local):
+        unfinished = await self.first_import_unfinished()
+        if not local or not (empty or unfinished):
             return None
+        if unfinished:
+            sliced = True
+        elif sliced:
+            await self.defer_indexes()
         # We hold the import lock, so only we insert users and keys: while a cache holds every
         # row of its table, a name it lacks is new. New users are streamed into the users
         # table with ids we count (see _stream_users); new keys are inserted (_insert_new) when
@@ -114,7 +123,15 @@ class MySQLStore(MySQLInterning, MySQLLinks):
             bulk.close()
             raise
         self._bulk, self._next_user = bulk, 1
+        bulk.sliced = sliced
         return bulk
+
+    async def commit_slice(self, late: Collection[str], more: bool = True) -> None:
+        """Commit the sliced load's slice (BulkLoad.commit), no new user interned meanwhile:
+        the users statement ends and opens again with the ids counted on."""
+        assert self._bulk is not None
+        async with self._interning:
+            await self._bulk.commit(late, more)
 
     def oversized(self) -> Callable[[Record], str | None] | None:
         """The check of a line against the server's max_allowed_packet (a property row must

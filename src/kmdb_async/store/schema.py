@@ -3,7 +3,9 @@
 km-db's tables keep their names and meaning. Extra columns: ``origin_user_id`` on events and
 properties (the user row of the record's own ``_p``, so rows can be re-pointed when a group's
 canonical identity changes). Extra tables: ``kmdb_revisions`` (the revision cursor when Redis
-is not used) and ``kmdb_runs`` (one summary per import run).
+is not used), ``kmdb_runs`` (one summary per import run) and ``kmdb_late_links`` (identities
+whose groups an unfinished first import re-points once its indexes exist, see
+store/firstimport.py).
 """
 
 from __future__ import annotations
@@ -18,14 +20,36 @@ WHITELISTED_EVENTS = "whitelisted_events"
 BLACKLISTED_PROPERTIES = "blacklisted_properties"
 REVISIONS = "kmdb_revisions"
 RUNS = "kmdb_runs"
+LATE_LINKS = "kmdb_late_links"
 
 FILTER_TABLES = (IGNORED_USERS, WHITELISTED_EVENTS, BLACKLISTED_PROPERTIES)
 #: Tables emptied by ``kmdb-async flush`` (the filter tables are the user's and stay).
-DATA_TABLES = (EVENTS, PROPERTIES, ALIASES, USERS, KEYS, REVISIONS, RUNS)
+DATA_TABLES = (EVENTS, PROPERTIES, ALIASES, USERS, KEYS, REVISIONS, RUNS, LATE_LINKS)
 
 MAX_NAME = 255  # characters of a key, event name, identity or filter name
 NAME = f"VARCHAR({MAX_NAME}) NOT NULL"
 ALIAS_PAIR_INDEX = "index_aliases_on_name1_and_name2"
+
+#: The secondary indexes of the row tables, name -> columns. A first import larger than one
+#: slice loads these tables with their primary key only and builds them at its end (see
+#: store/firstimport.py).
+ROW_INDEXES = {
+    EVENTS: {
+        "index_events_on_t": "`t`",
+        "index_events_on_n_and_t": "`n`, `t`",
+        "index_events_on_user_id_and_t": "`user_id`, `t`",
+    },
+    PROPERTIES: {
+        "index_properties_on_event_id": "`event_id`",
+        "index_properties_on_key_and_t": "`key`, `t`",
+        "index_properties_on_user_id_and_key": "`user_id`, `key`",
+    },
+}
+
+
+def index_clauses(table: str, verb: str = "") -> list[str]:
+    """``[verb ]KEY `name` (columns)`` for each of ``table``'s ROW_INDEXES."""
+    return [f"{verb}KEY `{name}` ({columns})" for name, columns in ROW_INDEXES[table].items()]
 
 #: Tables that ``kmdb-async partition`` partitions by RANGE COLUMNS on this column (MySQL only).
 PARTITIONED_TABLES = (EVENTS, PROPERTIES, ALIASES)
@@ -61,9 +85,7 @@ def ddl(binary_collation: str) -> list[str]:
             `n` INT UNSIGNED NOT NULL,
             `user_id` BIGINT UNSIGNED NOT NULL,
             `origin_user_id` BIGINT UNSIGNED NOT NULL,
-            KEY `index_events_on_t` (`t`),
-            KEY `index_events_on_n_and_t` (`n`, `t`),
-            KEY `index_events_on_user_id_and_t` (`user_id`, `t`)
+            {", ".join(index_clauses(EVENTS))}
         ) {table}""",
         f"""CREATE TABLE IF NOT EXISTS `{PROPERTIES}` (
             `id` BIGINT UNSIGNED NOT NULL PRIMARY KEY,
@@ -73,9 +95,7 @@ def ddl(binary_collation: str) -> list[str]:
             `event_id` BIGINT UNSIGNED NULL,
             `key` INT UNSIGNED NOT NULL,
             `value` MEDIUMTEXT NULL,
-            KEY `index_properties_on_event_id` (`event_id`),
-            KEY `index_properties_on_key_and_t` (`key`, `t`),
-            KEY `index_properties_on_user_id_and_key` (`user_id`, `key`)
+            {", ".join(index_clauses(PROPERTIES))}
         ) {table}""",
         f"""CREATE TABLE IF NOT EXISTS `{ALIASES}` (
             `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -87,7 +107,7 @@ def ddl(binary_collation: str) -> list[str]:
         ) {table}""",
         *(
             f"CREATE TABLE IF NOT EXISTS `{name}` (`name` {NAME} PRIMARY KEY) {table}"
-            for name in FILTER_TABLES
+            for name in (*FILTER_TABLES, LATE_LINKS)
         ),
         f"""CREATE TABLE IF NOT EXISTS `{REVISIONS}` (
             `revision` INT UNSIGNED NOT NULL PRIMARY KEY,

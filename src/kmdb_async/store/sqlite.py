@@ -52,7 +52,7 @@ def ddl() -> list[str]:
             `name2` {name}, `t` TEXT NOT NULL, UNIQUE (`name1`, `name2`))""",
         f"CREATE INDEX IF NOT EXISTS `index_aliases_on_name2` ON `{ALIASES}` (`name2`)",
         *(f"CREATE TABLE IF NOT EXISTS `{table}` (`name` {name} PRIMARY KEY)"
-          for table in schema.FILTER_TABLES),
+          for table in (*schema.FILTER_TABLES, schema.LATE_LINKS)),
         f"""CREATE TABLE IF NOT EXISTS `{REVISIONS}` (`revision` INTEGER PRIMARY KEY,
             `offset` INTEGER NOT NULL, `updated_at` TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)""",
         f"""CREATE TABLE IF NOT EXISTS `{RUNS}` (`id` INTEGER PRIMARY KEY, `started_at` TEXT NOT NULL,
