@@ -121,12 +121,17 @@ def giant_cron(root: Path) -> None:
 
 def cli(env: dict[str, str], cwd: Path, *args: str, limit: int | None = None,
         ) -> tuple[subprocess.CompletedProcess[str], int]:
-    """Run the CLI under an address-space limit; returns the result and its peak RSS (KiB)."""
+    """Run the CLI under an address-space limit; returns the result and its peak RSS (KiB).
+
+    The peak is the process's own VmHWM: getrusage's ru_maxrss would also count the RSS of
+    the process it was forked from before its exec (the test runner's, hundreds of MB)."""
     peak = cwd / "peak-rss"
-    wrapper = ("import atexit, resource, sys\n"
+    wrapper = ("import atexit, re, sys\n"
                "path = sys.argv[1]\n"
-               "atexit.register(lambda: open(path, 'w').write(str(resource.getrusage("
-               "resource.RUSAGE_SELF).ru_maxrss)))\n"
+               "def peak():\n"
+               "    status = open('/proc/self/status').read()\n"
+               "    open(path, 'w').write(re.search(r'VmHWM:\\s+(\\d+)', status).group(1))\n"
+               "atexit.register(peak)\n"
                "sys.argv = ['kmdb-async', *sys.argv[2:]]\n"
                "from kmdb_async.cli import main\nmain()\n")
     command = [sys.executable, "-c", wrapper, str(peak), *args]
