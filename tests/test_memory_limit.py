@@ -10,6 +10,7 @@ waited for such a task forever (a cron import hung 746 s, benchmarks/README.md).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import resource
 import subprocess
@@ -23,7 +24,7 @@ import pytest
 
 from kmdb_async import runner
 from kmdb_async.cli import IMPORT_OUT_OF_MEMORY
-from kmdb_async.tasks import TaskGroup
+from kmdb_async.tasks import TaskGroup, in_thread
 
 from . import reference
 from .exportgen import write_export
@@ -180,6 +181,29 @@ def test_a_task_that_fails_ends_its_group_though_a_sibling_never_ends() -> None:
 
     error = run_to_its_end(main)
     assert isinstance(error, ValueError) and str(error) == "a bug in a writer"
+
+
+class LosingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs each call in a thread but never tells the loop that it ended (as when the
+    callback that would has no memory left to run)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        super().submit(fn, *args, **kwargs)
+        return concurrent.futures.Future()
+
+
+def test_a_thread_whose_wake_up_is_lost_still_hands_over_its_result() -> None:
+    async def main() -> int:
+        asyncio.get_running_loop().set_default_executor(LosingExecutor())
+        return await in_thread(lambda: 42)
+
+    outcome: list[int] = []
+    assert run_to_its_end(lambda: _keep(main(), outcome)) is None
+    assert outcome == [42]
+
+
+async def _keep(work: Coroutine[Any, Any, int], outcome: list[int]) -> None:
+    outcome.append(await work)
 
 
 def test_a_run_returns_its_result_or_raises_its_error_as_asyncio_run_does() -> None:

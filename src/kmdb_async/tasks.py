@@ -1,4 +1,5 @@
-"""A task group whose end is bounded in time once one of its tasks has failed.
+"""A task group whose end is bounded in time once one of its tasks has failed, and a thread
+hop that survives a lost wake-up.
 
 ``asyncio.TaskGroup`` waits, after a task fails, for every other task to end on cancellation,
 without a bound. A task that cannot end (after running out of memory, a wake-up it waits for
@@ -11,7 +12,9 @@ of the run (runner.py), cancelled.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import concurrent.futures
+import contextvars
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -64,3 +67,32 @@ class TaskGroup:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=self.grace)
+
+
+POLL = 1.0  # seconds between checks of a thread's own future (in_thread)
+
+
+async def in_thread(call: Callable[[], T]) -> T:
+    """``call()`` in the default executor, as ``asyncio.to_thread``; but when the loop's
+    wake-up for its end never comes (a callback lost when memory ran out: a reader was seen
+    waiting so for good), its outcome is taken from the thread every ``POLL`` seconds. If we
+    are cancelled the thread runs on, as with ``to_thread``."""
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()  # no callbacks: set in
+    # the thread, it needs nothing of the loop
+
+    def work() -> T:
+        try:
+            result = call()
+        except BaseException as e:
+            outcome.set_exception(e)
+            raise
+        outcome.set_result(result)
+        return result
+
+    loop = asyncio.get_running_loop()
+    woken = loop.run_in_executor(None, contextvars.copy_context().run, work)
+    while not (await asyncio.wait([woken], timeout=POLL))[0]:
+        if outcome.done():  # the thread is done, its wake-up lost
+            woken.cancel()
+            return outcome.result()
+    return woken.result()
