@@ -375,13 +375,16 @@ def wait_for_lock(database: Database, lock: str, lost: int, process: subprocess.
 
 def test_a_lost_import_lock_is_taken_back_so_a_second_import_still_refuses(
         database: Database, tmp_path: Path) -> None:
+    from .conftest import connect
+
     root = tmp_path / "export"
-    write_export(root, 40000, revisions=4, seed=21)
+    write_export(root, 12000, revisions=4, seed=21)
     env = {**os.environ, "DATABASE_URL": database.url, "KMDB_BATCH_SIZE": "20", "KMDB_WRITERS": "2",
            "KMDB_BULK_LOAD": "false"}
     command = [sys.executable, "-m", "kmdb_async", "import", str(root)]
     first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
+    cursor_rows = None
     try:
         wait_for_rows(database, 300, first)
         lock = f"kmdb-async import {database.name}"
@@ -389,14 +392,24 @@ def test_a_lost_import_lock_is_taken_back_so_a_second_import_still_refuses(
         database.query(f"KILL CONNECTION {int(holder)}")  # the lock dies with its connection
         # Taken back on a new connection (at the import's next commit).
         again = wait_for_lock(database, lock, holder, first)
+        # Then the import is held, not raced: its next save of the cursor waits on these rows
+        # (a statement the server still runs), so it is running while the second import starts.
+        cursor_rows = connect(database.url)
+        cursor_rows.begin()
+        with cursor_rows.cursor() as cur:
+            cur.execute("SELECT revision FROM kmdb_revisions FOR UPDATE")
+        assert again is not None and again != holder, "the lost lock was not taken back"
         assert first.poll() is None, "the import ended before the test could check the lock"
-        assert again is not None and again != holder
         second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
                                 timeout=60)
         assert second.returncode == 1 and "another kmdb-async import is running" in second.stderr
+        assert first.poll() is None
+        cursor_rows.rollback()  # the import goes on, and to its end
         _, stderr = first.communicate(timeout=300)
         assert first.returncode == 0, stderr
     finally:
+        if cursor_rows is not None:
+            cursor_rows.close()
         if first.poll() is None:
             first.kill()
             first.communicate()
