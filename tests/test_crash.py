@@ -32,6 +32,14 @@ def wait_for_rows(database: Database, rows: int, process: subprocess.Popen[bytes
         time.sleep(0.02)
 
 
+def rerun_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of the run that completes a killed or interrupted import: the default
+    batch size (the small batches give the runs that are stopped many commits to stop
+    between; the run after them only has to finish from the saved progress, and 20-line
+    commits made it the slowest part of these tests on a busy machine)."""
+    return {k: v for k, v in env.items() if k != "KMDB_BATCH_SIZE"}
+
+
 @pytest.mark.parametrize("backend,cursor", [("mariadb", "redis"), ("mariadb", "database"),
                                             ("sqlite", "database")])
 def test_sigkill_part_way_then_rerun_gives_the_clean_rows(
@@ -62,19 +70,11 @@ def test_sigkill_part_way_then_rerun_gives_the_clean_rows(
         process.wait()
     assert kills >= 3
 
-    final = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300)
+    final = subprocess.run(command, env=rerun_env(env), cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     database.close()
     assert database.dump() == reference.expected(root)
-
-
-def rerun_env(env: dict[str, str]) -> dict[str, str]:
-    """The environment of the run that completes an interrupted import: the default batch size
-    (the small batches are there to give the interrupted run many commits; the run after it
-    only has to finish from the saved progress, and 20-line commits made it the slowest part
-    of these tests on a busy machine)."""
-    return {k: v for k, v in env.items() if k != "KMDB_BATCH_SIZE"}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -353,8 +353,8 @@ def test_sigkill_at_each_named_point_then_rerun_gives_the_clean_rows(
     assert outcomes["re-pointing"] == "confirmed"
     assert outcomes.get("mid-load", "confirmed") == "confirmed"
 
-    final = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300)
+    final = subprocess.run(command, env=rerun_env(env), cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     database.close()
     assert database.dump() == reference.expected(root)
