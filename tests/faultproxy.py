@@ -275,18 +275,33 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    def start(self, new_port_if_taken: bool = True) -> RedisServer:
+        """Start the server; if another process took its port meanwhile (a test run in
+        parallel), on another free port, unless ``new_port_if_taken`` is false (a restart)."""
+        for _ in range(5):
+            if self._start():
+                return self
+            if not new_port_if_taken:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def _start(self) -> bool:
         binary = shutil.which("redis-server") or "redis-server"
-        self.process = subprocess.Popen(
+        self.process = process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.folder)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + TIMEOUT
-        while self.cli("PING") != "PONG":
+        # Ours answers PING and serves our folder; one that exits could not bind the port.
+        while process.poll() is None:
+            if self.cli("CONFIG", "GET", "dir").split()[-1:] == [str(self.folder.resolve())]:
+                return True
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server on port {self.port} did not start")
             time.sleep(0.02)
-        return self
+        self.process = None
+        return False
 
     def stop(self) -> None:
         if self.process is not None:
@@ -297,7 +312,7 @@ class RedisServer:
     def restart(self, down_for: float) -> None:
         self.stop()
         time.sleep(down_for)
-        self.start()
+        self.start(new_port_if_taken=False)
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,

@@ -69,7 +69,7 @@ class PrivateMariaDB:
 
     def __init__(self, *options: str) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="kmdb-mariadb-"))
-        self.port = free_port()
+        self.port = 0  # chosen by start()
         self.options = options
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -84,17 +84,46 @@ class PrivateMariaDB:
                         f"--datadir={data}", "--user=root",
                         "--auth-root-authentication-method=normal", "--skip-test-db"],
                        check=True, capture_output=True)
-        self.process = subprocess.Popen(
-            [_program("mariadbd", "mysqld"), "--no-defaults", f"--datadir={data}", "--user=root",
-             f"--socket={self.folder / 'mariadb.sock'}", f"--port={self.port}",
-             "--bind-address=127.0.0.1", f"--pid-file={self.folder / 'mariadb.pid'}",
-             "--skip-log-bin", "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=48M",
-             *self.options],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(self.url, self.process, "MariaDB")
-        return self
+        # The port is picked just before the server binds it. Another process (a test run in
+        # parallel: pytest-xdist workers, another checkout's suite) may still take it first:
+        # then this server exits, or the one answering is not ours; pick another port.
+        for _ in range(5):
+            self.port = free_port()
+            self.process = subprocess.Popen(
+                [_program("mariadbd", "mysqld"), "--no-defaults", f"--datadir={data}",
+                 "--user=root", f"--socket={self.folder / 'mariadb.sock'}", f"--port={self.port}",
+                 "--bind-address=127.0.0.1", f"--pid-file={self.folder / 'mariadb.pid'}",
+                 "--skip-log-bin", "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=48M",
+                 *self.options],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                _wait(self.url, self.process, "MariaDB")
+                if self._answering_is_ours(data):
+                    return self
+            except RuntimeError:
+                if self.process.poll() is None:  # not an exit: it did not start in time
+                    raise
+            self._end_process()
+        raise RuntimeError(f"the private MariaDB in {self.folder} found no free port")
 
-    def stop(self) -> None:
+    def _answering_is_ours(self, data: Path) -> bool:
+        """Whether the server on our port serves our data directory (and is still running)."""
+        import pymysql
+
+        try:
+            conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root", connect_timeout=10)
+        except pymysql.Error:
+            return False
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@datadir")
+                row = cur.fetchone()
+        finally:
+            conn.close()
+        running = self.process is not None and self.process.poll() is None
+        return running and row is not None and Path(row[0]).resolve() == data.resolve()
+
+    def _end_process(self) -> None:
         if self.process is not None:
             self.process.terminate()
             try:
@@ -103,6 +132,9 @@ class PrivateMariaDB:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+
+    def stop(self) -> None:
+        self._end_process()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> PrivateMariaDB:

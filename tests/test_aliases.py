@@ -201,21 +201,3 @@ async def test_a_store_reads_alias_names_by_pages_and_links_by_either_name(
         assert sorted(set(await store.alias_links(["anon-b", "anon-x"]))) == pairs[:3]
     finally:
         await store.close()
-
-
-async def test_concurrent_loads_read_each_name_of_a_group_once() -> None:
-    """Readers meeting members of one large group at once read it once between them, each
-    waiting for the names another is reading (a group of 100,000 read by three readers at
-    once held three copies of its links)."""
-    hub = [("hub", f"anon-{i}") for i in range(50)]
-    links = Links(*hub)
-    cache = AliasCache(links, 1000, aliased=links.names())
-    links.gate = asyncio.Event()
-    loads = [asyncio.ensure_future(cache.load([f"anon-{i}"])) for i in (1, 2, 3)]
-    await asyncio.sleep(0)
-    links.gate.set()
-    assert await asyncio.gather(*loads) == [True, True, True]
-    asked = [name for names in links.asked for name in names]
-    assert sorted(asked) == sorted({"hub", *(f"anon-{i}" for i in range(50))})  # each once
-    group = cache.graph.group("anon-1")
-    assert group is not None and len(group.members) == 51 and group is cache.graph.group("anon-49")

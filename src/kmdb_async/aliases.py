@@ -18,14 +18,11 @@ is a cache of it, in one of two modes:
 
 Loads run concurrently (readers warm the cache for the batches they prepare) while the one
 resolver links and drops: a load keeps what it read only if nothing was dropped meanwhile,
-else the resolver loads those names again before it answers. A name is read by one load at
-a time: another load that reaches it waits for that one instead of reading it again, so a
-group of 100,000 identities met by several readers at once is read once, not once each.
+else the resolver loads those names again before it answers.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from typing import Protocol
 
@@ -109,7 +106,6 @@ class AliasCache:
         self.epoch = 0  # drops so far: a load at the same epoch still holds
         self._ahead: list[tuple[str, str, str]] = []  # pairs read ahead, not stored yet
         self._whole = False  # complete for the whole run, past the bound if need be
-        self._reading: dict[str, asyncio.Future[bool]] = {}  # name -> the load reading it
 
     @classmethod
     async def open(cls, store: LinkStore, size: int) -> AliasCache:
@@ -185,33 +181,19 @@ class AliasCache:
         wanted -= met
         if not wanted:
             return True
-        epoch, read, links = self.epoch, set(), []
-        mine: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        others: set[asyncio.Future[bool]] = set()
-        linked = False
-        try:
-            while wanted:  # each round reads the links of the members the last one reached
-                others.update(self._reading[name] for name in wanted if name in self._reading)
-                wanted = {name for name in wanted if name not in self._reading}
-                for name in wanted:
-                    self._reading[name] = mine
-                read |= wanted
-                found = await self._store.alias_links(wanted) if wanted else []
-                links.extend(found)
-                wanted = {name for pair in found for name in pair
-                          if name not in read and not is_numeric(name)
-                          and name not in self._new and name not in self._old}
-            if self.epoch == epoch:  # else a drop meanwhile: what was known then may be gone
-                self.graph.link_all(links)
-                self._new.update(read)
-                linked = True
-        finally:
-            for name in read:
-                del self._reading[name]
-            mine.set_result(linked)  # False: the names it read are not linked, nor marked
-        if others:  # the rest of the groups: read by other loads, linked when they end
-            await asyncio.wait(others)
-        return linked and self.epoch == epoch and all(f.result() for f in others)
+        epoch, read, links = self.epoch, set(wanted), []
+        while wanted:  # each round reads the links of the members the last one reached
+            found = await self._store.alias_links(wanted)
+            links.extend(found)
+            wanted = {name for pair in found for name in pair
+                      if name not in read and not is_numeric(name)
+                      and name not in self._new and name not in self._old}
+            read |= wanted
+        if self.epoch != epoch:  # a drop meanwhile: what was known then may be gone
+            return False
+        self.graph.link_all(links)
+        self._new.update(read)
+        return True
 
     async def load_all(self, names: Collection[str]) -> None:
         """``load`` until every group of ``names`` is whole (only the resolver drops, so its

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-import uvloop
 
-from .errors import KmdbError
+from . import runner
+from .errors import KmdbError, out_of_memory
 from .pipeline import Interrupted, run_import
 from .report import nothing_found
 from .settings import (
@@ -43,6 +43,11 @@ from .usage import bad_usage, checked, partition_dates, valid_date
 
 T = TypeVar("T")
 EXIT_FAILED = 1
+OUT_OF_MEMORY = "out of memory; raise the process's memory limit and run the command again"
+IMPORT_OUT_OF_MEMORY = (  # one line: what happened, what is kept, what to do
+    "the import ran out of memory; what it committed is kept and the next run goes on from "
+    "there. Run it with a higher memory limit, or lower --queue-depth, --batch-size, "
+    "--files-in-flight, --writers, --user-cache-size or --alias-cache-size")
 
 MARKUP = None  # help texts are plain: "[/prefix]" or "[default: x]" are text, not rich tags
 app = typer.Typer(
@@ -101,10 +106,11 @@ def _scrub(message: str, settings: Settings | None) -> str:
     return scrub(message, settings.secrets()) if settings else message
 
 
-def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run ``work`` on uvloop; our errors become one clean line and an exit code."""
+def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]],
+         out_of_memory_message: str = OUT_OF_MEMORY) -> T:
+    """Run ``work`` (runner.py: ends in bounded time); our errors become one line and a code."""
     try:
-        return uvloop.run(work())
+        return runner.run(work())
     except Interrupted as e:
         typer.echo(f"kmdb-async: {e}", err=True)
         raise typer.Exit(128 + e.signum) from None
@@ -114,6 +120,9 @@ def _run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         typer.echo(f"kmdb-async: error: {_scrub(str(e), settings)}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
     except Exception as e:  # a bug: say so in one line; the traceback only when asked
+        if out_of_memory(e):  # not a bug: the process's memory limit (runner.py)
+            typer.echo(f"kmdb-async: error: {out_of_memory_message}", err=True)
+            raise typer.Exit(EXIT_FAILED) from None
         if os.environ.get("KMDB_DEBUG"):
             typer.echo(_scrub(traceback.format_exc(), settings), err=True)
         typer.echo(f"kmdb-async: unexpected error: {type(e).__name__}: "
@@ -182,7 +191,8 @@ def import_(
         slice_mib=slice_mib,
         network_timeout=network_timeout, progress_interval=progress_interval,
     )
-    summary = _run(checked(settings, source=True), lambda: run_import(settings))
+    summary = _run(checked(settings, source=True), lambda: run_import(settings),
+                   IMPORT_OUT_OF_MEMORY)
     if summary.listed == 0:  # exit 0 all the same: a new, still empty bucket is no failure
         typer.echo(f"kmdb-async: warning: {nothing_found(settings.source_location())}", err=True)
     typer.echo(summary.text())

@@ -32,3 +32,10 @@ def retrying(attempts: int, max_wait: float) -> AsyncRetrying:
         stop=stop_after_attempt(max(1, attempts)),
         reraise=True,
     )
+
+
+def out_of_memory(error: BaseException | None) -> bool:
+    """Whether ``error`` says the process ran out of memory: a MemoryError, or a thread that
+    could not start (its stack did not fit in the address space left)."""
+    return isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError) and str(error) == "can't start new thread")

@@ -45,6 +45,7 @@ from .sources import Revision, Source, source_for
 from .state import Cursor, open_cursor
 from .store import SQLStore, open_store
 from .store.loaddata import BulkLoad
+from .tasks import TaskGroup
 
 
 class Interrupted(Exception):
@@ -147,14 +148,11 @@ class Import:
                         raise
                 if self.signum is not None:
                     raise Interrupted(self.signum)  # nothing was read: nothing to save
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    self._readers = tg.create_task(self._read_all(revisions, positions))
-                    tg.create_task(self._resolve())
-                    for _ in range(max(1, settings.writers)):
-                        tg.create_task(self._write())
-            except BaseExceptionGroup as group:
-                raise first_error(group) from None
+            async with TaskGroup() as tg:  # bounded: a failure ends the run (tasks.py)
+                self._readers = tg.create_task(self._read_all(revisions, positions))
+                tg.create_task(self._resolve())
+                for _ in range(max(1, settings.writers)):
+                    tg.create_task(self._write())
             if self.bulk is not None and self.bulk.sliced:
                 await self.store.commit_slice(self.resolver.late_names(), more=False)
                 await self._advance(self._loaded)
@@ -212,12 +210,9 @@ class Import:
             for revision in pending:  # the readers share one iterator: each revision read once
                 await read(revision, positions.get(revision.number, 0))
 
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(max(1, self.settings.files_in_flight)):
-                    tg.create_task(reader())
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
+        async with TaskGroup() as tg:
+            for _ in range(max(1, self.settings.files_in_flight)):
+                tg.create_task(reader())
 
     async def _read(self, revision: Revision, start: int) -> None:
         size = self.settings.batch_size
@@ -444,14 +439,6 @@ async def _with_signals(run: Import, reporter: Reporter, revisions: list[Revisio
         reporter.close()
         for signum in signals:
             loop.remove_signal_handler(signum)
-
-
-def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The failure that stopped a task group (its siblings were only cancelled because of it)."""
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf
 
 
 def _utc(t: float) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import BinaryIO
 
 from kmdb_async.errors import TerminalError
@@ -16,6 +16,7 @@ from kmdb_async.sources import (
     revision_key,
     revision_number,
 )
+from kmdb_async.tasks import in_thread
 
 
 class LocalSource:
@@ -28,7 +29,7 @@ class LocalSource:
 
     async def revisions(self) -> list[Revision]:
         """Every ``revisions/<N>.json`` file under the root, sorted by N."""
-        return await asyncio.to_thread(self._list)
+        return await in_thread(self._list)
 
     def _list(self) -> list[Revision]:
         directory = os.path.join(self.root, REVISIONS_DIR)
@@ -56,7 +57,7 @@ class LocalSource:
         # Open and close inline: a cancelled thread hop would leak the file object.
         file = self._open(path, start)
         try:
-            while chunk := await asyncio.to_thread(self._read, file, path):
+            while chunk := await in_thread(partial(self._read, file, path)):
                 yield chunk
         finally:
             file.close()

@@ -20,6 +20,7 @@ from typing import IO, Any, TypeVar
 from ..errors import TerminalError, TransientError, retrying
 from ..resolver import ResolvedBatch
 from ..settings import Settings
+from ..tasks import in_thread
 from . import schema
 from .base import IdCache, SQLStore
 from .repoint import repoint_statements
@@ -63,7 +64,7 @@ def ddl() -> list[str]:
 async def _in_thread(call: Callable[[], T]) -> T:
     """``call()`` in a worker thread. If we are cancelled, wait for the thread all the same:
     the connection must not be closed (or reused) while it still runs there."""
-    future = asyncio.get_running_loop().run_in_executor(None, call)
+    future = asyncio.ensure_future(in_thread(call))  # in_thread: a lost wake-up is caught
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
