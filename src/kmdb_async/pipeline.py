@@ -16,8 +16,9 @@ A first import into empty MariaDB tables goes faster (store/loaddata.py): it rea
 records ahead (so rows get their final canonical users), then writers stream the rows into
 one LOAD DATA statement per table, nothing commits until every batch is in, then the groups
 linked late (aliases the read-ahead could not see) are re-pointed, the alias pairs commit,
-and the cursor moves. If that load fails, the run starts again with row inserts (nothing is
-doubled).
+and the cursor moves. One larger than a slice commits every slice instead, the resolver
+handing out no batch meanwhile, and builds its indexes at the end (store/firstimport.py).
+If a load fails, the run starts again with row inserts (nothing is doubled).
 """
 
 from __future__ import annotations
