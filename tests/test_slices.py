@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from kmdb_async.errors import TerminalError
 from kmdb_async.pipeline import run_import
-from kmdb_async.store import mysql, schema
+from kmdb_async.store import firstimport, mysql, schema
 
 from . import reference
-from .conftest import Database, settings_for
+from .conftest import Database, connect, settings_for
 from .exportgen import write_export
 
 SLICE_MIB = 0.25  # the 12,000-line export (about 2.4 MB) loads in about ten slices
@@ -119,6 +120,35 @@ async def test_rows_committed_past_the_cursor_are_loaded_again_without_duplicate
 
 async def _never(self: Any, repoints: Any) -> None:
     return None
+
+
+async def test_an_index_build_waits_a_bounded_time_for_a_table_held_open(
+        database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction left open on ``events`` (a reporting tool's) holds its metadata lock: the
+    index build waits INDEX_LOCK_WAIT, then the run fails in one line, still unfinished, and
+    the next run builds the indexes. Without the bound it would wait for the server's default,
+    a year."""
+    root = tmp_path / "export"
+    write_export(root, 4000, revisions=2, seed=9)
+    settings = settings_for(database, str(root), batch_size=100, slice_mib=SLICE_MIB,
+                            retry_attempts=2, rejects=tmp_path / "r.jsonl")
+    monkeypatch.setattr(mysql.MySQLStore, "complete_first_import", _never)
+    await run_import(settings)
+    monkeypatch.undo()
+    monkeypatch.setattr(firstimport, "INDEX_LOCK_WAIT", 1)
+    reader = connect(database.url)
+    try:
+        with reader.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("SELECT COUNT(*) FROM events")
+        with pytest.raises(TerminalError, match="building the indexes of `events`.*next import"):
+            await run_import(settings)
+        assert indexes(database) < ALL_INDEXES
+    finally:
+        reader.close()
+    await run_import(settings)
+    assert indexes(database) == ALL_INDEXES
+    assert database.dump() == reference.expected(root)
 
 
 def late_export(root: Path) -> None:

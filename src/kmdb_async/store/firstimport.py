@@ -10,7 +10,9 @@ each index is built once, sorted, from the rows (measured: benchmarks/README.md)
 While the indexes are missing the first import is *unfinished*; the next import resumes it
 (store.first_import_unfinished): it deletes the rows past the cursor (a slice whose rows
 committed just before the kill, its cursor not yet), loads the rest in slices, and completes.
-Completing (``complete_first_import``) builds the missing indexes, then re-points the groups
+Completing (``complete_first_import``) builds the missing indexes (each build waits at most
+INDEX_LOCK_WAIT for a transaction that holds the table open, then fails the run, the import
+still unfinished), then re-points the groups
 linked late: aliases the read-ahead did not see (store/loaddata.py), found while loading a
 slice. Their rows, in earlier slices, cannot be found without the ``user_id`` indexes, so each
 slice commits such identities to ``kmdb_late_links`` with its alias pairs; once the indexes
@@ -24,11 +26,16 @@ from __future__ import annotations
 
 import asyncio
 
+from ..errors import TerminalError, TransientError
 from ..resolver import Repoint
 from .base import RepointsFor
 from .repoint import repoint_statements
 from .schema import EVENTS, LATE_LINKS, PROPERTIES, ROW_INDEXES
 from .server import MySQLServer
+
+# Seconds an index build waits for the table's metadata lock (any open transaction that read
+# the table holds it) before the try fails; the server's default is a year.
+INDEX_LOCK_WAIT = 60
 
 
 class MySQLFirstImport(MySQLServer):
@@ -77,10 +84,20 @@ class MySQLFirstImport(MySQLServer):
                 present = {name for (name,) in await cur.fetchall()}
                 wanted = [name for name in names if name not in present]  # a retry's
                 if wanted:
-                    await cur.execute(f"ALTER TABLE `{table}` " + ", ".join(
-                        f"ADD INDEX `{name}` ({columns[name]})" for name in wanted))
+                    await cur.execute(f"SET SESSION lock_wait_timeout = {INDEX_LOCK_WAIT:d}")
+                    try:
+                        await cur.execute(f"ALTER TABLE `{table}` " + ", ".join(
+                            f"ADD INDEX `{name}` ({columns[name]})" for name in wanted))
+                    finally:
+                        await cur.execute("SET SESSION lock_wait_timeout = DEFAULT")
 
-        await self._retry(op)
+        try:
+            await self._retry(op)
+        except TransientError as e:
+            raise TerminalError(
+                f"building the indexes of `{table}`: {e} (another connection kept the table "
+                "in use, a transaction left open?); the first import stays unfinished and the "
+                "next import builds them") from None
 
     async def _repoint(self, table: str, moves: list[Repoint]) -> None:
         for statement in repoint_statements(table, moves, self.statement_bytes):
