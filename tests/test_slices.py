@@ -90,6 +90,7 @@ def test_a_killed_sliced_first_import_keeps_its_slices_and_the_next_run_complete
 
     rerun = run_cli(env, tmp_path, "import", str(root))
     assert rerun.returncode == 0, rerun.stderr
+    assert "kmdb-async: building the first import's indexes" in rerun.stderr  # a long step
     lines = int(rerun.stdout.split(" lines, ")[0].rsplit(" ", 1)[1])
     assert 0 < lines < 12000  # only what the killed run had not committed was read again
     database.close()

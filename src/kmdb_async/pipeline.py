@@ -108,7 +108,7 @@ class Import:
                 await self.store.commit_slice(self.resolver.late_names(), more=False)
                 await self._advance(self._loaded)
                 if self.signum is None:  # stopped: the next run completes it
-                    await self.store.complete_first_import(self.resolver.repoints_of)
+                    await complete_first_import(self.store, self.resolver)
             elif self.bulk is not None:
                 await self.bulk.finish(await self.resolver.late_repoints())
                 await self._advance(self._loaded)
@@ -360,7 +360,7 @@ async def _import(settings: Settings, store: SQLStore, source: Source, cursor: C
         bulk = await store.begin_bulk_load(sliced=total > settings.slice_bytes)
     resolver = Resolver(store, aliases, filters, repoint=bulk is None)
     if bulk is None and unfinished:  # its indexes before any row is inserted
-        await store.complete_first_import(resolver.repoints_of)
+        await complete_first_import(store, resolver)
     run = Import(settings, store, source, cursor, resolver, summary, bulk,
                  latest=listed[-1].number if listed else None)
     aliases.committed = run.sequence.committed
@@ -390,6 +390,13 @@ async def _with_signals(run: Import, reporter: Reporter, revisions: list[Revisio
         reporter.close()
         for signum in signals:
             loop.remove_signal_handler(signum)
+
+
+async def complete_first_import(store: SQLStore, resolver: Resolver) -> None:
+    """The end of a first import in slices: its indexes, a long step, announced first."""
+    print("kmdb-async: building the first import's indexes (long on a large history)",
+          file=sys.stderr, flush=True)
+    await store.complete_first_import(resolver.repoints_of)
 
 
 def _utc(t: float) -> str:
