@@ -357,7 +357,7 @@ async def _import(settings: Settings, store: SQLStore, source: Source, cursor: C
         if unfinished:  # rows committed past the cursor by the killed run: loaded again
             await store.forget_rows([(row_id(r.number, positions.get(r.number, 0)),
                                       row_id(r.number + 1, 0)) for r in revisions])
-        bulk = await store.begin_bulk_load(sliced=total > settings.slice_bytes)
+        bulk = await store.begin_bulk_load(sliced=total > settings.slice_bytes, resume=unfinished)
     resolver = Resolver(store, aliases, filters, repoint=bulk is None)
     if bulk is None and unfinished:  # its indexes before any row is inserted
         await complete_first_import(store, resolver)

@@ -95,10 +95,6 @@ class Repoint:
     numerics: list[int] = field(default_factory=list)  # users.id of numeric former canonicals
     members: list[int] = field(default_factory=list)  # users.id of the group's members
 
-    def __len__(self) -> int:
-        """Ids the re-point carries (what its statements cost)."""
-        return len(self.names) + len(self.numerics) + len(self.members)
-
 
 EventRow = tuple[int, str, int, int, int]  # id, t, n (keys.id), user_id, origin_user_id
 # id, t, user_id, origin_user_id, event_id, key (keys.id), value
@@ -210,13 +206,13 @@ class Resolver:
         touched: dict[str, list[str]] = {}  # a member of each linked group -> canonicals before
         for r in kept:
             if r.p2 is not None:
-                known = graph.linked(r.p, r.p2)
-                # A numeric side is its own canonical: the group's rows never point at it
-                # unless it was the group's canonical, which the other side's canonical is.
-                before = [graph.canonical(n) for n in (r.p, r.p2) if not is_numeric(n)]
+                # The canonicals before a new link: a numeric side is its own, and the group's
+                # rows never point at it unless it was the group's, the other side's canonical.
+                before = None if graph.linked(r.p, r.p2) else [
+                    graph.canonical(n) for n in (r.p, r.p2) if not is_numeric(n)]
                 group = aliases.link(r.p, r.p2, out.seq)
                 if group is not None:
-                    if not known:
+                    if before is not None:
                         touched.setdefault(group.members[0], []).extend(before)
                     if len(group.members) >= GIANT_GROUP:
                         self._giants[r.p if not is_numeric(r.p) else r.p2] = (

@@ -154,9 +154,9 @@ class SQLStore:
         """Upsert a batch's alias pairs and re-point their groups, in one transaction."""
         raise NotImplementedError
 
-    async def begin_bulk_load(self, sliced: bool = False) -> BulkLoad | None:
+    async def begin_bulk_load(self, sliced: bool = False, resume: bool = False) -> BulkLoad | None:
         """A first import's bulk loader, or None where the store has none or its tables are
-        not empty (and no sliced first import is unfinished): rows are then inserted.
+        not empty (unless it must ``resume`` an unfinished sliced one): rows are then inserted.
         ``sliced``: the load commits slice by slice into tables whose secondary indexes wait
         for ``complete_first_import`` (store/firstimport.py)."""
         return None

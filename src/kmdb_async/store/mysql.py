@@ -85,21 +85,20 @@ class MySQLStore(MySQLInterning, MySQLLinks, MySQLFirstImport):
 
     # -- the first import: LOAD DATA streams ---------------------------------------------
 
-    async def begin_bulk_load(self, sliced: bool = False) -> BulkLoad | None:
+    async def begin_bulk_load(self, sliced: bool = False, resume: bool = False) -> BulkLoad | None:
         """Start loading by LOAD DATA streams when events, properties and aliases are all
-        empty, or a sliced first import is unfinished (it is resumed, sliced), and the server
-        accepts local data; None otherwise (rows are then inserted). ``sliced``: the load
-        commits slice by slice (``commit_slice``), its secondary indexes built at its end
+        empty, or ``resume`` a sliced first import left unfinished (sliced again), and the
+        server accepts local data; None otherwise (rows are then inserted). ``sliced``: the
+        load commits slice by slice (``commit_slice``), its secondary indexes built at its end
         (store/firstimport.py)."""
         [(empty, local, no_users, no_keys, lock_mode, step)] = await self.execute(
             f"SELECT NOT EXISTS (SELECT 1 FROM `{EVENTS}`) AND NOT EXISTS (SELECT 1 FROM "
             f"`{PROPERTIES}`) AND NOT EXISTS (SELECT 1 FROM `{ALIASES}`), @@local_infile, "
             f"NOT EXISTS (SELECT 1 FROM `{USERS}`), NOT EXISTS (SELECT 1 FROM `{KEYS}`), "
             "@@innodb_autoinc_lock_mode, @@auto_increment_increment")
-        unfinished = await self.first_import_unfinished()
-        if not local or not (empty or unfinished):
+        if not local or not (empty or resume):
             return None
-        if unfinished:
+        if resume:
             sliced = True
         elif sliced:
             await self.defer_indexes()

@@ -47,9 +47,9 @@ ROW_INDEXES = {
 }
 
 
-def index_clauses(table: str, verb: str = "") -> list[str]:
-    """``[verb ]KEY `name` (columns)`` for each of ``table``'s ROW_INDEXES."""
-    return [f"{verb}KEY `{name}` ({columns})" for name, columns in ROW_INDEXES[table].items()]
+def index_clauses(table: str) -> list[str]:
+    """``KEY `name` (columns)`` for each of ``table``'s ROW_INDEXES."""
+    return [f"KEY `{name}` ({columns})" for name, columns in ROW_INDEXES[table].items()]
 
 #: Tables that ``kmdb-async partition`` partitions by RANGE COLUMNS on this column (MySQL only).
 PARTITIONED_TABLES = (EVENTS, PROPERTIES, ALIASES)

@@ -39,16 +39,11 @@ def ddl() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS `{USERS}` (`id` INTEGER PRIMARY KEY, `name` {name} UNIQUE)",
         f"""CREATE TABLE IF NOT EXISTS `{EVENTS}` (`id` INTEGER PRIMARY KEY, `t` TEXT NOT NULL,
             `n` INTEGER NOT NULL, `user_id` INTEGER NOT NULL, `origin_user_id` INTEGER NOT NULL)""",
-        f"CREATE INDEX IF NOT EXISTS `index_events_on_t` ON `{EVENTS}` (`t`)",
-        f"CREATE INDEX IF NOT EXISTS `index_events_on_n_and_t` ON `{EVENTS}` (`n`, `t`)",
-        f"CREATE INDEX IF NOT EXISTS `index_events_on_user_id_and_t` ON `{EVENTS}` (`user_id`, `t`)",
+        *row_indexes(EVENTS),
         f"""CREATE TABLE IF NOT EXISTS `{PROPERTIES}` (`id` INTEGER PRIMARY KEY, `t` TEXT NOT NULL,
             `user_id` INTEGER NOT NULL, `origin_user_id` INTEGER NOT NULL, `event_id` INTEGER,
             `key` INTEGER NOT NULL, `value` TEXT)""",
-        f"CREATE INDEX IF NOT EXISTS `index_properties_on_event_id` ON `{PROPERTIES}` (`event_id`)",
-        f"CREATE INDEX IF NOT EXISTS `index_properties_on_key_and_t` ON `{PROPERTIES}` (`key`, `t`)",
-        f"""CREATE INDEX IF NOT EXISTS `index_properties_on_user_id_and_key`
-            ON `{PROPERTIES}` (`user_id`, `key`)""",
+        *row_indexes(PROPERTIES),
         f"""CREATE TABLE IF NOT EXISTS `{ALIASES}` (`id` INTEGER PRIMARY KEY, `name1` {name},
             `name2` {name}, `t` TEXT NOT NULL, UNIQUE (`name1`, `name2`))""",
         f"CREATE INDEX IF NOT EXISTS `index_aliases_on_name2` ON `{ALIASES}` (`name2`)",
@@ -59,6 +54,12 @@ def ddl() -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS `{RUNS}` (`id` INTEGER PRIMARY KEY, `started_at` TEXT NOT NULL,
             `finished_at` TEXT NOT NULL, `status` TEXT NOT NULL, `summary` TEXT NOT NULL)""",
     ]
+
+
+def row_indexes(table: str) -> list[str]:
+    """CREATE INDEX statements of ``table``'s secondary indexes (schema.ROW_INDEXES)."""
+    return [f"CREATE INDEX IF NOT EXISTS `{name}` ON `{table}` ({columns})"
+            for name, columns in schema.ROW_INDEXES[table].items()]
 
 
 async def _in_thread(call: Callable[[], T]) -> T:
